@@ -1,0 +1,5 @@
+import sys
+
+from alphapo.cli import main
+
+sys.exit(main())
