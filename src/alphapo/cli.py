@@ -42,13 +42,52 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_command(task: str) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        from alphapo.config import load_config
+        from alphapo.train import TrainConfig, train
+
+        overrides = list(args.overrides)
+        if task == "sft":
+            overrides.insert(0, "task=sft")
+        result = train(load_config(TrainConfig, args.config, overrides))
+        if result.status == "interrupted":
+            print(
+                f"alphapo {args.command}: interrupted at step {result.step}; checkpoint {result.checkpoint}. "
+                f"Resume with: alphapo {args.command} {args.config} {' '.join(args.overrides)} resume=true",
+                file=sys.stderr,
+            )
+            return 130
+        print(f"alphapo {args.command}: done, {result.step} steps; model in {result.model_dir}", file=sys.stderr)
+        return 0
+
+    return run
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="recipe YAML (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any setting, e.g. loss.alpha=0.5")
+
+
 def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]]:
     """name -> (help, add_arguments, handler). Stage modules are imported lazily by their handlers."""
 
     def losses_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--width", type=int, default=None, help="table width (default: terminal width)")
 
-    return {"losses": ("list every loss with its defaults", losses_args, _cmd_losses)}
+    return {
+        "train": (
+            "train a policy with a preference loss (AlphaPO, SimPO, DPO, ...)",
+            _config_args,
+            _train_command("preference"),
+        ),
+        "sft": (
+            "supervised fine-tuning on prompt/completion data (the same trainer)",
+            _config_args,
+            _train_command("sft"),
+        ),
+        "losses": ("list every loss with its defaults", losses_args, _cmd_losses),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,6 +72,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "gamma_beta_ratio": (lambda v: True, "a number"),
 }
 _OPTIONAL = {"delta"}  # may be None
+_GLOBAL_OPTIONS = ("alpha", "length_normalize", "nll_weight", "gamma_beta_ratio")
+"""Options every loss takes (handled by preference_loss itself, not by the loss's function)."""
 
 
 def check_hparams(loss: str, hparams: Mapping[str, Any]) -> None:
@@ -117,7 +119,7 @@ def _resolve_hparams(spec: LossSpec, hparams: dict[str, Any], gamma_beta_ratio: 
     accepted = spec.defaults
     unknown = [k for k in hparams if k not in accepted]
     if unknown:
-        valid = [*accepted, "alpha", "length_normalize", "nll_weight", "gamma_beta_ratio"]
+        valid = [*accepted, *_GLOBAL_OPTIONS]
         name = unknown[0]
         raise ConfigError(
             f"loss {spec.name!r} has no hyper-parameter {name!r}{suggest(name, valid)}; it accepts {', '.join(valid)}"
@@ -226,3 +228,17 @@ def preference_loss(
     terms = spec.fn(scores, **resolved)
     losses = terms.losses + nll_weight * nll if nll_weight else terms.losses
     return LossOutput(losses, terms.chosen_rewards, terms.rejected_rewards, nll, terms.extras)
+
+
+def check_loss_settings(name: str, settings: dict[str, Any]) -> None:
+    """Validate a loss name and its settings (hyper-parameters plus the global options) without
+    tensors: the same checks :func:`preference_loss` makes, for configs at load time."""
+    spec = get_loss_spec(name)
+    hparams = {k: v for k, v in settings.items() if k not in _GLOBAL_OPTIONS}
+    _resolve_hparams(spec, hparams, settings.get("gamma_beta_ratio"))
+    if "alpha" in settings:
+        _resolve_alpha(spec, settings["alpha"])
+    if "nll_weight" in settings:
+        check_hparams(name, {"nll_weight": settings["nll_weight"]})
+    if "length_normalize" in settings and not isinstance(settings["length_normalize"], bool | None):
+        raise ConfigError(f"{name}: length_normalize must be true or false, got {settings['length_normalize']!r}")

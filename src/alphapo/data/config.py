@@ -1,0 +1,62 @@
+"""Settings of the data layer: where the rows come from, their format and how they are tokenised."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Format = Literal["auto", "paired", "implicit", "unpaired", "sft"]
+
+
+class DataConfig(BaseModel):
+    """Preference (or SFT / unpaired) data: files, columns, format, tokenisation and validation.
+
+    ``paths``: JSONL (``.jsonl``/``.jsonl.gz``), JSON, Parquet files, ``save_to_disk`` directories or
+    Hugging Face dataset names. ``format``: ``auto`` detects it per file from the columns present:
+    ``paired`` (prompt/chosen/rejected), ``implicit`` (chosen/rejected only: the prompt is their
+    shared prefix), ``unpaired`` (prompt/completion/label, for KTO), ``sft`` (prompt/completion, or
+    ``messages``). Strings are plain text; lists of ``{"role", "content"}`` are conversations and go
+    through the tokenizer's chat template.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(default_factory=list)
+    split: str | None = None
+    format: Format = "auto"
+    prompt_column: str = "prompt"
+    chosen_column: str = "chosen"
+    rejected_column: str = "rejected"
+    completion_column: str = "completion"
+    label_column: str = "label"
+    messages_column: str = "messages"
+    turn_marker: str = "\n\nAssistant:"
+    """For implicit prompts in plain text: the prompt ends after the last marker in the shared prefix."""
+    max_length: int | None = Field(default=1024, gt=1)
+    max_prompt_length: int | None = Field(default=512, gt=0)
+    truncation_mode: Literal["keep_end", "keep_start"] = "keep_end"
+    on_bad_row: Literal["error", "skip"] = "error"
+    pad_to_multiple_of: int | None = Field(default=None, gt=0)
+    max_rows: int | None = Field(default=None, gt=0)
+    """Read at most this many rows per file (for quick runs); the rest is not read."""
+    cache_dir: str | None = None
+    """Where tokenised datasets are cached; None: ``<output_dir>/cache``."""
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if (
+            self.max_length is not None
+            and self.max_prompt_length is not None
+            and self.max_prompt_length >= self.max_length
+        ):
+            raise ValueError(
+                f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length}), "
+                "or no completion token would fit"
+            )
+        return self

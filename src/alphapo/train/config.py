@@ -1,0 +1,199 @@
+"""The trainer's configuration: every setting of ``alphapo train`` and ``alphapo sft``, with defaults.
+
+A recipe (YAML) sets what differs from these defaults; ``alphapo train RECIPE.yaml key=value``
+overrides any of them. Unknown keys are rejected with the closest valid key suggested.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from alphapo.data.config import DataConfig
+from alphapo.models.tiny import TinyModelSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """The policy: a local Hugging Face directory (``path``) or a tiny Llama built from ``tiny``."""
+
+    path: str | None = None
+    tiny: TinyModelSpec | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights' dtype. Mixed precision (fp32 master weights) is ``train.precision`` instead."""
+    attn_implementation: str | None = "sdpa"
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of model.path (a local model directory) and model.tiny")
+        return self
+
+
+class ReferenceConfig(_Strict):
+    """Where reference log-probs come from. They are always precomputed once and cached on disk, so
+    training never holds a reference model.
+
+    ``auto``: ``none`` for reference-free losses, else ``precompute`` (the starting policy, or with LoRA
+    the adapter-disabled base). ``model``: another model directory (``path``). ``soup``: the weight
+    average of several checkpoints (``paths``), as SALSA does.
+    """
+
+    kind: Literal["auto", "none", "precompute", "model", "soup"] = "auto"
+    path: str | None = None
+    paths: list[str] = Field(default_factory=list)
+    batch_size: int | None = Field(default=None, gt=0)
+    """Pairs per forward pass when precomputing (default: train.batch_size)."""
+
+    @model_validator(mode="after")
+    def _sources(self):
+        if self.kind == "model" and not self.path:
+            raise ValueError("reference.kind=model needs reference.path (a model directory)")
+        if self.kind == "soup" and len(self.paths) < 2:
+            raise ValueError("reference.kind=soup needs reference.paths with at least two checkpoints")
+        return self
+
+
+class LoraConfig(_Strict):
+    """PEFT LoRA adapters; the base weights stay frozen."""
+
+    r: int = Field(default=16, gt=0)
+    alpha: float = 32.0
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = False
+    """Also write the merged model (base + adapter) to ``<output_dir>/merged``."""
+
+
+class LossConfig(BaseModel):
+    """``name`` and the loss's hyper-parameters (beta, gamma, alpha, label_smoothing, nll_weight, ...):
+    ``alphapo losses`` lists each loss's names and defaults. Checked against the loss at load time."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "alphapo"
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known(self):
+        from alphapo.losses.api import check_loss_settings
+
+        check_loss_settings(self.name, self.hparams)
+        return self
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(default=5e-7, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """When set, overrides warmup_ratio."""
+
+
+class LoopConfig(_Strict):
+    batch_size: int = Field(default=8, gt=0)
+    """Pairs (or examples) per micro-batch per process."""
+    grad_accum: int = Field(default=1, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    """Optimizer steps; None: ``epochs`` passes over the data."""
+    epochs: float = Field(default=1.0, gt=0)
+    seed: int = 42
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision through Accelerate (autocast); fp32 runs without."""
+    logps: Literal["fused", "logits"] = "fused"
+    """``fused``: log-probs without the full logits (alphapo.ops); ``logits``: the model's own logits."""
+    chunk_size: int | None = Field(default=None, gt=0)
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """On a non-finite loss or gradient: stop with a message (keeping the last good checkpoint), or skip
+    the step."""
+    group_by_length: bool = True
+
+
+class LoggingConfig(_Strict):
+    every: int = Field(default=10, gt=0)
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    project: str = "alphapo"
+    progress: Literal["auto", "bar", "lines", "none"] = "auto"
+    """``auto``: a progress bar on an interactive terminal, plain log lines otherwise."""
+
+
+class CheckpointConfig(_Strict):
+    every: int | None = Field(default=None, gt=0)
+    """Save every N optimizer steps (None: only on interruption; the final model is always written)."""
+    keep_last: int = Field(default=2, gt=0)
+
+
+class DiagnosticsConfig(_Strict):
+    """Cheap training diagnostics, every N steps (0: off): share of pairs whose chosen log-prob fell,
+    chosen/rejected gradient cosine (entanglement), quantiles of the loss's per-sequence weights."""
+
+    every: int = Field(default=0, ge=0)
+    probe_pairs: int = Field(default=4, gt=0)
+    entanglement: Literal["parameters", "last_hidden"] = "parameters"
+
+
+class TrainConfig(_Strict):
+    """Everything ``alphapo train`` (``task: preference``) and ``alphapo sft`` (``task: sft``) need."""
+
+    task: Literal["preference", "sft"] = "preference"
+    model: ModelConfig
+    tokenizer: str | None = None
+    """A tokenizer directory; default: the model's directory (required with model.tiny)."""
+    data: DataConfig
+    loss: LossConfig = Field(default_factory=LossConfig)
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    lora: LoraConfig | None = None
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: LoopConfig = Field(default_factory=LoopConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    output_dir: str = "runs/alphapo"
+    resume: bool | str = False
+    """``true``: continue from the latest complete checkpoint in output_dir; a path: from that one."""
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value):
+        return {"paths": value} if isinstance(value, str | list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.model.tiny is not None and self.tokenizer is None:
+            raise ValueError("model.tiny needs tokenizer (a tokenizer directory): a tiny model has none of its own")
+        if self.task == "preference":
+            from alphapo.losses import get_loss_spec
+
+            spec = get_loss_spec(self.loss.name)
+            if not spec.needs_reference and self.reference.kind not in ("auto", "none"):
+                raise ValueError(f"loss {self.loss.name!r} is reference-free: reference.kind must be auto or none")
+            if spec.needs_reference and self.reference.kind == "none":
+                raise ValueError(f"loss {self.loss.name!r} needs a reference: reference.kind cannot be none")
+        return self
+
+    def reference_kind(self) -> str:
+        """The resolved reference source: none, precompute, model or soup."""
+        if self.task == "sft":
+            return "none"
+        from alphapo.losses import get_loss_spec
+
+        if self.reference.kind == "auto":
+            return "precompute" if get_loss_spec(self.loss.name).needs_reference else "none"
+        return self.reference.kind

@@ -1,0 +1,272 @@
+"""The training loop: ``setup -> train -> save``, explicit, with Accelerate as a utility.
+
+    from alphapo.train import train
+    result = train(cfg)            # cfg: TrainConfig; result.model_dir holds the trained model
+
+Batches: every optimiser step takes one length-grouped batch of ``batch_size * processes *
+grad_accum`` examples (deterministic for the seed and epoch) and splits it into micro-batches, so one
+process with accumulation 2 and two processes with accumulation 1 see the same examples per step
+and compute the same gradient. A resumed run restarts at the next step of the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alphapo.config import dump_config
+from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
+from alphapo.errors import AlphapoError, ConfigError
+from alphapo.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from alphapo.train.config import TrainConfig
+from alphapo.train.metrics import MetricsLog, MetricSums, Progress
+from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
+from alphapo.train.output import save_final_model
+from alphapo.train.setup import add_lora, load_policy, load_tokenizer, make_optimizer, make_scheduler
+from alphapo.train.tables import prepare_tables
+
+
+class TrainingError(AlphapoError, RuntimeError):
+    """Training stopped: a non-finite loss or gradient (the message says where and what was kept)."""
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" or "interrupted"
+    step: int
+    output_dir: Path
+    model_dir: Path | None
+    checkpoint: Path | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+class _Interrupt:
+    """SIGINT sets a flag (the step finishes, a checkpoint is saved); a second SIGINT aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self.previous = None
+        return self
+
+    def _handle(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _accelerator(cfg: TrainConfig, output_dir: Path):
+    from accelerate import Accelerator
+
+    trackers = list(cfg.logging.report_to)
+    for name in trackers:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}[name]
+        try:
+            __import__(module)
+        except ImportError:
+            raise ConfigError(
+                f"logging.report_to includes {name}, which is not installed: pip install {module}"
+            ) from None
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
+    return Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
+
+
+def _micro_batches(step_items: list[int], parts: int) -> list[list[int]]:
+    """Split one step's items into ``parts`` contiguous, near-equal micro-batches."""
+    base, extra = divmod(len(step_items), parts)
+    out, start = [], 0
+    for k in range(parts):
+        size = base + (k < extra)
+        out.append(step_items[start : start + size])
+        start += size
+    return out
+
+
+def _step_batches(dataset, cfg: TrainConfig, world: int, epoch: int) -> list[list[int]]:
+    size = cfg.train.batch_size * world * cfg.train.grad_accum
+    group = 16 if cfg.train.group_by_length else 1
+    batches = length_grouped_batches(dataset.lengths(), size, cfg.train.seed, epoch, group_batches=group)
+    return [b for b in batches if len(b) >= world * cfg.train.grad_accum]  # every micro-batch non-empty
+
+
+def train(cfg: TrainConfig, on_step=None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; ``on_step(step, metrics, model)`` runs after every step."""
+    from accelerate.utils import set_seed
+
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    acc = _accelerator(cfg, output_dir)
+    main = acc.is_main_process
+    if main:
+        dump_config(cfg, output_dir / "config.yaml")
+    set_seed(cfg.train.seed)
+
+    # ---- setup
+    tokenizer = load_tokenizer(cfg)
+    with acc.main_process_first():
+        dataset = load_dataset_for_training(cfg.data, tokenizer, output_dir, quiet=not main)
+    expected = "sft" if cfg.task == "sft" else "paired"
+    if dataset.kind != expected:
+        raise ConfigError(f"task {cfg.task} needs {expected} data, but {cfg.data.paths} holds {dataset.kind} rows")
+    model = load_policy(cfg, tokenizer).to(acc.device)
+    collator = Collator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
+    checkpoint = resolve_resume(output_dir, cfg.resume)
+    tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
+    if cfg.lora is not None:
+        model = add_lora(cfg, model)
+    world, accum = acc.num_processes, cfg.train.grad_accum
+    per_epoch = len(_step_batches(dataset, cfg, world, 0))
+    if per_epoch == 0:
+        raise ConfigError(f"{len(dataset)} examples cannot fill one step of {world * accum} micro-batches")
+    total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    if cfg.task == "sft":
+        objective = SFTObjective(cfg.train.logps, cfg.train.chunk_size)
+    else:
+        hp = cfg.loss.hparams
+        objective = PreferenceObjective(
+            cfg.loss.name, hp, tables.reference, tables.initial, cfg.train.logps, cfg.train.chunk_size
+        )
+    state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, **tables.keys}
+    if checkpoint is not None:
+        state.update(load_checkpoint(acc, checkpoint))
+    log = MetricsLog(output_dir / "metrics.jsonl", state["step"] if checkpoint else None) if main else None
+    if cfg.logging.report_to:
+        acc.init_trackers(cfg.logging.project, config=_flat(cfg.model_dump(mode="json")))
+
+    # ---- train
+    model.train()
+    progress = Progress(cfg.logging.progress, total_steps, state["step"], enabled=main)
+    result_status, saved, metrics = "completed", None, {}
+    t_last, tokens_last = time.monotonic(), state["num_tokens"]
+    epoch_cache: dict[int, list[list[int]]] = {}
+    with _Interrupt() as interrupt:
+        while state["step"] < total_steps:
+            step = state["step"]
+            epoch, position = divmod(step, per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: _step_batches(dataset, cfg, world, epoch)}
+            items = epoch_cache[epoch][position]
+            micro = _micro_batches(items, world * accum)
+            shape = StepShape(len(items), sum(_completion_tokens(dataset[i]) for i in items), world)
+            sums = MetricSums()
+            step_tokens = 0
+            for a in range(accum):
+                ids = micro[a * world + acc.process_index]
+                batch = {k: v.to(acc.device) for k, v in collator([dataset[i] for i in ids]).items()}
+                step_tokens += int(batch["attention_mask"].sum())
+                sync = nullcontext() if a == accum - 1 else acc.no_sync(model)
+                with sync, acc.autocast():
+                    loss = objective(model, batch, shape, sums)
+                    acc.backward(loss)
+            grad_norm = _clip(acc, model, cfg.optim.max_grad_norm)
+            metrics = sums.reduce(acc)  # a non-finite loss anywhere makes its mean non-finite
+            finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
+            if not finite:
+                if cfg.train.nan_policy == "stop":
+                    raise TrainingError(_nan_message(step + 1, metrics, grad_norm, output_dir))
+                optimizer.zero_grad(set_to_none=True)
+                state["skipped_steps"] += 1
+            else:
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            tokens = torch.tensor(float(step_tokens), device=acc.device)
+            state["num_tokens"] += int(acc.reduce(tokens, reduction="sum").item() if world > 1 else step_tokens)
+            state["step"] = step = step + 1
+            metrics.update(
+                grad_norm=grad_norm,
+                learning_rate=scheduler.get_last_lr()[0],
+                num_tokens=state["num_tokens"],
+                epoch=step / per_epoch,
+                skipped_steps=state["skipped_steps"],
+            )
+            now = time.monotonic()
+            rate = (state["num_tokens"] - tokens_last) / max(now - t_last, 1e-9)
+            t_last, tokens_last = now, state["num_tokens"]
+            logged = step % cfg.logging.every == 0 or step == total_steps
+            if logged:
+                record = {"step": step, **metrics}
+                if log is not None:
+                    log.write(record)
+                if cfg.logging.report_to:
+                    acc.log(metrics, step=step)
+            progress.update(step, rate, metrics if logged else None)
+            if on_step is not None:
+                on_step(step, metrics, model)
+            stop = _any(acc, interrupt.requested)
+            if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps):
+                saved = save_checkpoint(acc, output_dir, step, state, cfg.checkpoint.keep_last)
+            if stop:
+                result_status = "interrupted"
+                break
+    progress.close()
+
+    # ---- save
+    model_dir = None
+    if result_status == "completed":
+        model_dir = save_final_model(acc, model, tokenizer, cfg, output_dir, metrics)
+    if cfg.logging.report_to:
+        acc.end_training()
+    return TrainResult(result_status, state["step"], output_dir, model_dir, saved, metrics)
+
+
+def _completion_tokens(item: dict) -> int:
+    if "chosen_ids" in item:
+        return len(item["chosen_ids"]) + len(item["rejected_ids"])
+    return len(item["completion_ids"])
+
+
+def _clip(acc, model, max_norm: float | None) -> float:
+    if max_norm is not None:
+        return float(acc.clip_grad_norm_(model.parameters(), max_norm))
+    grads = [p.grad.detach().double().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _any(acc, flag: bool) -> bool:
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
+
+
+def _nan_message(step: int, metrics: dict, grad_norm: float, output_dir: Path) -> str:
+    from alphapo.train.checkpoint import complete_checkpoints
+
+    kept = complete_checkpoints(output_dir)
+    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved yet"
+    return (
+        f"non-finite loss or gradient at step {step} (loss {metrics.get('loss')}, grad_norm {grad_norm}); "
+        f"stopped without updating the weights, {where}. Lower the learning rate, check the data, or set "
+        "train.nan_policy=skip to skip such steps"
+    )
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, int | float | str | bool) or v is None else str(v)
+    return out

@@ -1,0 +1,112 @@
+"""Training metrics: exact averages over gradient accumulation and processes, and where they go.
+
+Every per-example metric is accumulated as a (sum, count) pair over the micro-batches of a step,
+then summed across processes before dividing, so a step's value is the mean over all of its
+examples however they were split. Names follow TRL (``loss``, ``rewards/chosen``, ...) plus
+``displacement/chosen|rejected``. Each logged step is one line of ``metrics.jsonl`` in the run
+directory, also sent to TensorBoard / W&B / MLflow through Accelerate's trackers when requested.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+class MetricSums:
+    """(sum, count) per metric name over one optimiser step's micro-batches."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, float] = {}
+
+    def add(self, name: str, values: torch.Tensor) -> None:
+        """Add every element of ``values`` (a per-example tensor, or a 0-d sum with ``count``)."""
+        values = values.detach().double()
+        self.sums[name] = self.sums.get(name, 0) + values.sum()
+        self.counts[name] = self.counts.get(name, 0) + values.numel()
+
+    def add_sum(self, name: str, total: torch.Tensor | float, count: float) -> None:
+        total = torch.as_tensor(total, dtype=torch.float64)
+        self.sums[name] = self.sums.get(name, 0) + total.detach().double()
+        self.counts[name] = self.counts.get(name, 0) + count
+
+    def reduce(self, accelerator) -> dict[str, float]:
+        """Means over every example of the step on every process."""
+        names = sorted(self.sums)
+        if not names:
+            return {}
+        device = accelerator.device
+        sums = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64).to(device) for n in names])
+        counts = torch.tensor([self.counts[n] for n in names], dtype=torch.float64, device=device)
+        if accelerator.num_processes > 1:
+            sums = accelerator.reduce(sums, reduction="sum")
+            counts = accelerator.reduce(counts, reduction="sum")
+        means = (sums / counts.clamp(min=1)).tolist()
+        return dict(zip(names, means, strict=True))
+
+
+class MetricsLog:
+    """Appends one JSON line per logged step to ``metrics.jsonl``; on resume, drops lines past the
+    checkpoint's step so the file matches an uninterrupted run."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Progress:
+    """A progress bar with ETA and tokens/s on an interactive terminal, plain log lines otherwise."""
+
+    KEYS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "displacement/chosen", "grad_norm")
+
+    def __init__(self, mode: str, total: int, start: int, enabled: bool):
+        interactive = sys.stderr.isatty()
+        self.mode = "none" if not enabled else ("bar" if mode == "auto" and interactive else mode)
+        if self.mode == "auto":
+            self.mode = "lines"
+        self.total, self.start_step, self.t0 = total, start, time.monotonic()
+        self.bar = None
+        if self.mode == "bar":
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
+            )
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, tokens_per_s: float, metrics: dict | None) -> None:
+        info = f"{tokens_per_s:,.0f} tok/s"
+        if metrics:
+            info += " " + " ".join(f"{k.split('/')[-1]}={metrics[k]:.4g}" for k in self.KEYS if k in metrics)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif self.mode == "lines" and metrics is not None:
+            elapsed = time.monotonic() - self.t0
+            done = max(step - self.start_step, 1)
+            eta = elapsed / done * (self.total - step)
+            print(f"step {step}/{self.total} | {info} | eta {eta:,.0f}s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

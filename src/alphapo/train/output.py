@@ -1,0 +1,61 @@
+"""The run's result: a ``save_pretrained`` directory written atomically.
+
+``<output_dir>/model`` holds the weights (safetensors) or, with LoRA, the adapter; the tokenizer;
+``alphapo_config.yaml`` (the resolved config) and ``final_metrics.json``. With ``lora.merge`` the
+merged model also goes to ``<output_dir>/merged``. Each is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from alphapo.config import dump_config
+
+
+def _write_atomically(acc, target: Path, write) -> Path:
+    tmp = target.with_name(f".tmp-{target.name}")
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    write(tmp)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    acc.wait_for_everyone()
+    return target
+
+
+def save_final_model(acc, model, tokenizer, cfg, output_dir: Path, metrics: dict) -> Path:
+    unwrapped = acc.unwrap_model(model)
+    state_dict = acc.get_state_dict(model)
+
+    def write(tmp: Path) -> None:
+        unwrapped.save_pretrained(
+            tmp,
+            is_main_process=acc.is_main_process,
+            save_function=acc.save,
+            state_dict=state_dict,
+            safe_serialization=True,
+        )
+        if acc.is_main_process:
+            tokenizer.save_pretrained(tmp)
+            dump_config(cfg, tmp / "alphapo_config.yaml")
+            (tmp / "final_metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    target = _write_atomically(acc, output_dir / "model", write)
+    if cfg.lora is not None and cfg.lora.merge:
+        merged = unwrapped.merge_and_unload()
+
+        def write_merged(tmp: Path) -> None:
+            if acc.is_main_process:
+                merged.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+
+        _write_atomically(acc, output_dir / "merged", write_merged)
+    return target

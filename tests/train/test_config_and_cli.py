@@ -1,0 +1,93 @@
+"""Config errors are clear; every shipped recipe loads; the CLI runs a recipe end to end."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alphapo.cli import main
+from alphapo.config import load_config
+from alphapo.errors import ConfigError
+from alphapo.train import TrainConfig
+from tests.train.conftest import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path, data):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+BASE = {"model": {"path": "m"}, "data": {"paths": ["d.jsonl"]}}
+
+
+def test_unknown_key_suggests_the_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'train.batchsize' \(did you mean 'batch_size'"):
+        load_config(TrainConfig, write(tmp_path, {**BASE, "train": {"batchsize": 4}}))
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer' \(did you mean 'optim'"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["optimizer.lr=1e-5"])
+
+
+def test_wrong_type_and_bad_values(tmp_path):
+    with pytest.raises(ConfigError, match=r"train.batch_size: .*integer.*\(got 'four'\)"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["train.batch_size=four"])
+    with pytest.raises(ConfigError, match=r"optim.lr: .*greater than 0"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match=r"unknown loss 'alphpo'.*did you mean 'alphapo'"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["loss.name=alphpo"])
+    with pytest.raises(ConfigError, match=r"no hyper-parameter 'betta'.*did you mean 'beta'"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["loss.betta=2"])
+    with pytest.raises(ConfigError, match=r"reference-free: reference\.kind must be auto or none"):
+        load_config(TrainConfig, write(tmp_path, BASE), ["reference.kind=precompute"])
+    with pytest.raises(ConfigError, match=r"set exactly one of model\.path"):
+        load_config(TrainConfig, write(tmp_path, {"data": BASE["data"], "model": {}}))
+    with pytest.raises(ConfigError, match=r"missing required key 'model'"):
+        load_config(TrainConfig, write(tmp_path, {"data": BASE["data"]}))
+
+
+def test_missing_files_are_named(assets, tmp_path):
+    with pytest.raises(ConfigError, match=r"config file not found"):
+        load_config(TrainConfig, tmp_path / "nope.yaml")
+    from alphapo.errors import DataError
+    from alphapo.train import train
+
+    with pytest.raises(DataError, match=r"missing.jsonl: no such file or directory"):
+        train(make_config(assets, tmp_path / "r", data={"paths": [str(tmp_path / "missing.jsonl")]}))
+    empty_model = tmp_path / "empty_model"
+    empty_model.mkdir()
+    (empty_model / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"empty_model has no weights"):
+        train(make_config(assets, tmp_path / "r2", model={"path": str(empty_model)}, tokenizer=assets["tokenizer"]))
+
+
+def test_every_shipped_recipe_loads():
+    recipes = sorted((ROOT / "configs").glob("*.yaml"))
+    assert recipes, "no recipes shipped"
+    for recipe in recipes:
+        data = yaml.safe_load(recipe.read_text())
+        if data.get("kind") == "pipeline":
+            from alphapo.pipeline.recipe import RecipeConfig
+
+            load_config(RecipeConfig, recipe)
+        else:
+            load_config(TrainConfig, recipe)
+
+
+def test_accelerate_configs_are_valid_yaml():
+    configs = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"}
+    for config in configs:
+        assert isinstance(yaml.safe_load(config.read_text()), dict)
+
+
+def test_cli_train_command(assets, tmp_path, capsys):
+    cfg = make_config(assets, tmp_path / "run", train={"max_steps": 2})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["train", str(path), "loss.alpha=0.5", "logging.progress=lines"]) == 0
+    assert "model in" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert main(["train", str(path), "train.batchsize=3"]) == 2
+    assert "did you mean 'batch_size'" in capsys.readouterr().err

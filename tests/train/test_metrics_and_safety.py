@@ -1,0 +1,156 @@
+"""Logged metrics against a hand computation; crash safety; NaN policy; outputs; reference kinds."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from alphapo.train import TrainingError, train
+from alphapo.train.checkpoint import complete_checkpoints
+from tests.train.conftest import make_config, weights
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_logged_metrics_match_a_hand_computation(assets, tmp_path):
+    """One step over all 24 pairs: the logged values are those of the starting model on every pair."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alphapo.data import Collator, DataConfig, load_dataset_for_training
+    from alphapo.ops.model_logps import logits_sequence_logps
+
+    beta, gamma, alpha = 2.0, 0.5, 0.3
+    out = tmp_path / "run"
+    train(
+        make_config(
+            assets,
+            out,
+            loss={"name": "alphapo", "beta": beta, "gamma": gamma, "alpha": alpha},
+            train={"batch_size": 24, "max_steps": 1},
+        )
+    )
+    logged = read_metrics(out)[0]
+
+    tokenizer = AutoTokenizer.from_pretrained(assets["model"])
+    model = AutoModelForCausalLM.from_pretrained(assets["model"], dtype=torch.float64)
+    ds = load_dataset_for_training(
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32),
+        tokenizer,
+        tmp_path / "hand",
+        quiet=True,
+    )
+    batch = Collator(tokenizer.pad_token_id)([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = logits_sequence_logps(logits, batch["labels"])
+    n = (batch["labels"][:, 1:] != -100).sum(1).double()
+    pairs = len(ds)
+    # AlphaPO by hand: r = beta (1 - exp(-alpha * logp / n)) / alpha
+    r = beta * (1 - torch.exp(-alpha * logps / n)) / alpha
+    r_w, r_l = r[:pairs], r[pairs:]
+    margins = r_w - r_l
+    assert logged["rewards/margins"] == pytest.approx(margins.mean().item(), rel=1e-4, abs=1e-6)
+    assert logged["rewards/accuracies"] == pytest.approx((r_w > r_l).double().mean().item(), abs=1e-12)
+    assert logged["rewards/chosen"] == pytest.approx(r_w.mean().item(), rel=1e-4)
+    loss = -torch.nn.functional.logsigmoid(margins - gamma)
+    assert logged["loss"] == pytest.approx(loss.mean().item(), rel=1e-4)
+    assert logged["logps/chosen"] == pytest.approx(logps[:pairs].mean().item(), rel=1e-4)
+    assert logged["nll_loss"] == pytest.approx((-logps[:pairs] / n[:pairs]).mean().item(), rel=1e-4)
+    assert logged["displacement/chosen"] == pytest.approx(0.0, abs=1e-4)  # step 1 sees the starting model
+    assert logged["num_tokens"] == int(batch["attention_mask"].sum())
+    for name in (
+        "grad_norm",
+        "learning_rate",
+        "logits/chosen",
+        "logits/rejected",
+        "logps/rejected",
+        "rewards/rejected",
+        "displacement/rejected",
+    ):
+        assert name in logged
+
+
+def test_half_written_checkpoint_is_ignored_on_resume(assets, tmp_path):
+    out = tmp_path / "run"
+    cfg = dict(train={"max_steps": 4}, checkpoint={"every": 2, "keep_last": 5})
+    train(make_config(assets, out, **cfg))
+    good = complete_checkpoints(out)
+    assert [p.name for p in good] == ["step-00000002"]
+    # simulate a kill while saving step 4: a temporary dir, and a renamed one missing its state file
+    shutil.copytree(good[0], out / "checkpoints" / ".tmp-step-00000004")
+    broken = out / "checkpoints" / "step-00000003"
+    shutil.copytree(good[0], broken)
+    (broken / "trainer_state.json").unlink()
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000002"]
+    resumed = train(make_config(assets, out, resume=True, **cfg))
+    assert resumed.step == 4 and len(read_metrics(out)) == 4
+
+
+def test_nan_stops_with_a_clear_message_or_skips(assets, tmp_path, monkeypatch):
+    import alphapo.train.objectives as objectives
+
+    original = objectives.PreferenceObjective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, shape, sums):
+        calls["n"] += 1
+        loss = original(self, model, batch, shape, sums)
+        if calls["n"] == 3:
+            sums.add("loss", torch.tensor([float("nan")]))
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(objectives.PreferenceObjective, "__call__", poisoned)
+    out = tmp_path / "stop"
+    with pytest.raises(
+        TrainingError, match=r"non-finite loss or gradient at step 3.*last good checkpoint is .*step-00000002"
+    ):
+        train(make_config(assets, out, checkpoint={"every": 2}))
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000002"]
+    calls["n"] = 0
+    skipped = train(make_config(assets, tmp_path / "skip", train={"max_steps": 4, "nan_policy": "skip"}))
+    assert skipped.status == "completed" and skipped.metrics["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in weights(skipped.model_dir).values())
+
+
+def test_output_directory(assets, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = train(make_config(assets, tmp_path / "run", train={"max_steps": 2}))
+    model_dir = result.model_dir
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "alphapo_config.yaml").is_file()
+    assert json.loads((model_dir / "final_metrics.json").read_text())["learning_rate"] > 0
+    AutoModelForCausalLM.from_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(model_dir)
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert not list(tmp_path.glob("run/.tmp-*"))
+
+
+@pytest.mark.parametrize("kind", ["precompute", "model", "soup"])
+def test_reference_kinds(assets, tmp_path, kind):
+    ref = {"kind": kind}
+    if kind == "model":
+        ref["path"] = assets["model"]
+    if kind == "soup":
+        ref["paths"] = [assets["model"], assets["model"]]
+    result = train(
+        make_config(assets, tmp_path / kind, loss={"name": "sigmoid"}, reference=ref, train={"max_steps": 1})
+    )
+    first = read_metrics(tmp_path / kind)[0]
+    # every source here equals the starting policy: rewards (log-ratios) start at zero
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
+    assert result.status == "completed"
+
+
+def test_sft_task_runs_the_same_loop(assets, tmp_path):
+    out = tmp_path / "sft"
+    result = train(
+        make_config(
+            assets, out, task="sft", data={"paths": [assets["sft"]]}, loss={"name": "alphapo"}, train={"max_steps": 6}
+        )
+    )
+    losses = [r["loss"] for r in read_metrics(out)]
+    assert result.status == "completed" and losses[-1] < losses[0]
