@@ -69,13 +69,188 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any setting, e.g. loss.alpha=0.5")
 
 
+def _sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (save_pretrained)")
+    p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' per row (other fields are kept)")
+    p.add_argument("--out", required=True, help="output JSONL (each row gains 'completions')")
+    p.add_argument("-k", type=int, default=8, help="completions per prompt")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", choices=["auto", "hf", "vllm"], default="auto", help="auto: vLLM if installed on a GPU")
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from alphapo.sample.generate import sample_file
+
+    n = sample_file(
+        args.model,
+        args.prompts,
+        args.out,
+        k=args.k,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        engine=args.engine,
+    )
+    print(f"alphapo sample: {n} prompts x {args.k} completions -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _judge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", required=True, help="JSONL from alphapo sample")
+    p.add_argument("--out", required=True, help="output JSONL (each row gains 'scores')")
+    p.add_argument("--reward-model", default=None, help="local sequence-classification model (default: gold reward)")
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    from alphapo.judge.score import judge_file
+
+    n = judge_file(args.samples, args.out, args.reward_model)
+    print(f"alphapo judge: {n} prompts scored -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judged", required=True, help="JSONL from alphapo judge")
+    p.add_argument("--out", required=True, help="output pairs JSONL (stats beside it: OUT.stats.json)")
+    p.add_argument("--min-gap", type=float, default=0.0, help="drop prompts whose best-worst score gap is smaller")
+
+
+def _cmd_pair(args: argparse.Namespace) -> int:
+    from alphapo.judge.pairs import pair_file
+
+    stats = pair_file(args.judged, args.out, args.min_gap)
+    dropped = (
+        f"{stats.dropped_all_tied} all tied, {stats.dropped_small_gap} below the gap, {stats.dropped_same_text} same"
+    )
+    print(f"alphapo pair: {stats.pairs} pairs from {stats.prompts} prompts ({dropped}) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the policy's model directory")
+    p.add_argument("--baseline", required=True, help="the baseline's model directory (e.g. the SFT model)")
+    p.add_argument("--prompts", required=True, nargs="+", help="JSONL prompt files with 'prompt' and 'answer'")
+    p.add_argument("--out", required=True, help="directory for metrics.json and generations")
+    p.add_argument("--kl-samples", type=int, default=2, help="samples per prompt for the KL estimate")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from alphapo.eval.evaluate import evaluate
+
+    result = evaluate(
+        args.model,
+        args.baseline,
+        args.prompts,
+        args.out,
+        kl_samples=args.kl_samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    for split, m in result["splits"].items():
+        acc, win, kl = m["accuracy"], m["win_rate_vs_baseline"], m["kl_to_baseline"]
+        print(
+            f"{split}: accuracy {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], win rate "
+            f"{win['mean']:.3f} [{win['low']:.3f}, {win['high']:.3f}], KL {kl['mean']:.3f}, n {m['n']}"
+        )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from alphapo.report import write_report
+
+    print(f"alphapo report: {write_report(args.run_dir)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from alphapo.config import load_config
+    from alphapo.pipeline.demo import print_results
+    from alphapo.pipeline.recipe import RecipeConfig
+    from alphapo.pipeline.run import Pipeline
+
+    summary = Pipeline(load_config(RecipeConfig, args.config, args.overrides)).run()
+    print_results(summary)
+    return 0
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline recipe YAML (its cached stages are reused); 'demo' for the built-in one")
+    p.add_argument(
+        "settings",
+        nargs="*",
+        metavar="key=value",
+        help="axes and settings: alpha=-1,0,0.5 beta=2.5 seeds=3 method=alphapo eval_every=10",
+    )
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from alphapo.pipeline.demo import demo_recipe_path
+    from alphapo.sweep import run_sweep
+
+    recipe = str(demo_recipe_path()) if args.config == "demo" else args.config
+    summary = run_sweep(recipe, args.settings)
+    verdict = summary["verdict"]
+    print(
+        f"alphapo sweep: best {verdict['best']} (gold reward {verdict['gold_reward']:.3f})"
+        + (
+            f", {'beyond' if verdict['beyond_noise'] else 'within'} the noise against {verdict['runner_up']}"
+            if "runner_up" in verdict
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="alphapo-demo", help="run directory (default: alphapo-demo)")
+    p.add_argument("--compare", default="alphapo,simpo,dpo", help="methods to train from the same SFT model and pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sft-from-scratch",
+        action="store_true",
+        help="train the SFT model with the embedded recipe instead of using the shipped checkpoint",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any recipe setting")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from alphapo.pipeline.demo import run_demo
+
+    run_demo(args.out, [m for m in args.compare.split(",") if m], args.seed, args.sft_from_scratch, args.overrides)
+    return 0
+
+
 def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]]:
     """name -> (help, add_arguments, handler). Stage modules are imported lazily by their handlers."""
 
     def losses_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--width", type=int, default=None, help="table width (default: terminal width)")
 
+    def report_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", help="a run directory written by alphapo run or alphapo demo")
+
     return {
+        "demo": ("the whole pipeline on the embedded task, offline, in minutes on a CPU", _demo_args, _cmd_demo),
+        "run": ("run a pipeline recipe: data, SFT, sample, judge, pair, train, eval, report", _config_args, _cmd_run),
+        "sweep": (
+            "train and compare settings (alpha, beta, lr, ...): displacement, frontier, report",
+            _sweep_args,
+            _cmd_sweep,
+        ),
+        "sample": ("K completions per prompt from a model", _sample_args, _cmd_sample),
+        "judge": ("score completions: the task's gold reward or a reward model", _judge_args, _cmd_judge),
+        "pair": ("preference pairs: best against worst completion per prompt", _pair_args, _cmd_pair),
+        "eval": ("a policy against a baseline: accuracy, gold reward, win rate, KL", _eval_args, _cmd_eval),
+        "report": ("write report.md and plots for a run directory", report_args, _cmd_report),
         "train": (
             "train a policy with a preference loss (AlphaPO, SimPO, DPO, ...)",
             _config_args,

@@ -34,16 +34,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def parse_value(raw: str) -> Any:
+    """An override's value: int or float when it reads as one (``1e-4`` too, which YAML 1.1 would
+    keep as a string), otherwise parsed as YAML (lists, booleans, null), otherwise the string."""
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set ``a.b.c=value`` entries into a nested dict (values parsed as YAML)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. loss.alpha=0.5)")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
+        value = parse_value(raw)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -177,3 +177,16 @@ def test_bad_inputs(change, pattern):
     h, w, b, y = change(hidden, weight, bias_t, labels)
     with pytest.raises(InputError, match=pattern):
         sequence_logps(h, w, y, b)
+
+
+def test_backward_twice_through_a_retained_graph():
+    hidden, weight, bias_t, labels = make()
+    logps, _ = sequence_logps(hidden, weight, labels, bias_t, chunk_size=9, vocab_chunk_size=40)
+    first = torch.autograd.grad(logps[0], [hidden, weight], retain_graph=True)
+    second = torch.autograd.grad(logps[0], [hidden, weight], retain_graph=True)
+    other = torch.autograd.grad(logps[1], [hidden, weight])
+    ref, _ = naive_sequence_logps(hidden, weight, labels, bias_t)
+    for got, want in zip(other, torch.autograd.grad(ref[1], [hidden, weight]), strict=True):
+        assert torch.allclose(got, want, atol=1e-10)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)

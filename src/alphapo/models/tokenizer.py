@@ -25,17 +25,24 @@ def train_bpe_tokenizer(
     add_bos: bool = True,
     chat_template: str | None = CHAT_TEMPLATE,
     min_frequency: int = 2,
+    split_digits: bool = False,
 ):
     """Train a byte-level BPE tokenizer on ``texts``.
 
     ``<s>`` is BOS (prepended to every encoding when ``add_bos``), ``</s>`` is EOS and ``<pad>`` pads.
     The chat template ends each turn with EOS, so a completion rendered by it ends exactly at EOS.
+    ``split_digits`` makes every digit its own token (as Llama's tokenizers do), which is what lets a
+    small model learn arithmetic digit by digit.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split_digits:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        backend.pre_tokenizer = byte_level
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

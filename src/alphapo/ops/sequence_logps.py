@@ -268,7 +268,7 @@ class _SequenceLogps(torch.autograd.Function):
         else:
             ctx.save_for_backward(hidden, weight, bias, pos, y, rows, lse)
             # The op ends the forward and starts the backward: keeping its buffer in between costs no
-            # peak memory and saves a second allocation.
+            # peak memory and saves a second allocation. It is freed with the graph.
             ctx.tiles = tiles
         return logps, n_tokens
 
@@ -286,7 +286,7 @@ class _SequenceLogps(torch.autograd.Function):
                     g.mul_(scale)
             return _finish(grads, shape, weight_dtype, bias_dtype)
         hidden, weight, bias, pos, y, rows, lse = ctx.saved_tensors
-        tiles, ctx.tiles = ctx.tiles, None
+        tiles = ctx.tiles  # kept on ctx: the graph may be back-propagated again (retain_graph)
         hidden_flat = hidden.reshape(shape[0] * shape[1], -1)
         grads = _Grads(hidden_flat, weight, bias, dtype, ctx.needs_input_grad[:3])
         token_w = grad_logps.to(dtype)[rows]

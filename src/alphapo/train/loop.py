@@ -26,6 +26,7 @@ from alphapo.data import Collator, length_grouped_batches, load_dataset_for_trai
 from alphapo.errors import AlphapoError, ConfigError
 from alphapo.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
+from alphapo.train.diagnostics import probe
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import save_final_model
@@ -146,6 +147,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         objective = PreferenceObjective(
             cfg.loss.name, hp, tables.reference, tables.initial, cfg.train.logps, cfg.train.chunk_size
         )
+    probe_batch = None
+    if cfg.diagnostics.every and cfg.task == "preference" and main:
+        items = [dataset[i] for i in range(min(cfg.diagnostics.probe_pairs, len(dataset)))]
+        probe_batch = {k: v.to(acc.device) for k, v in collator(items).items()}
     state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, **tables.keys}
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint))
@@ -178,6 +183,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 with sync, acc.autocast():
                     loss = objective(model, batch, shape, sums)
                     acc.backward(loss)
+                del loss  # frees the graph (and the fused op's buffers) before the next forward
             grad_norm = _clip(acc, model, cfg.optim.max_grad_norm)
             metrics = sums.reduce(acc)  # a non-finite loss anywhere makes its mean non-finite
             finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
@@ -203,7 +209,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             now = time.monotonic()
             rate = (state["num_tokens"] - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, state["num_tokens"]
-            logged = step % cfg.logging.every == 0 or step == total_steps
+            if probe_batch is not None and (step % cfg.diagnostics.every == 0 or step == 1):
+                with acc.autocast():
+                    metrics.update(probe(model, probe_batch, cfg, tables.reference))
+            logged = step % cfg.logging.every == 0 or step == total_steps or "diagnostics/grad_cosine" in metrics
             if logged:
                 record = {"step": step, **metrics}
                 if log is not None:

@@ -1,0 +1,108 @@
+"""The pipeline recipe: every stage of ``alphapo run`` (and ``alphapo demo``) in one typed config.
+
+    kind: pipeline
+    out: alphapo-demo
+    task: {train_prompts: 1000, heldout: 400, perturbed: 400}   # the embedded task's data ...
+    prompts: {}                                                 # ... or your own prompt files
+    sft: {checkpoint: builtin}                                  # builtin | train | a model directory
+    sample: {k: 8, temperature: 1.0}
+    judge: {reward_model: null}                                 # null: the task's gold reward
+    pair: {min_gap: 0.5}
+    methods: {alphapo: {loss: {name: alphapo}}, dpo: {loss: {name: sigmoid}}}
+    eval: {kl_samples: 2}
+
+A method's settings are any :class:`~alphapo.train.config.TrainConfig` keys; ``model``, ``data`` and
+``output_dir`` are filled in by the pipeline (the SFT model, the pairs, ``<out>/<method>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSpec(_Strict):
+    """The embedded arithmetic task: how many problems of each split (seeded by the recipe's seed)."""
+
+    sft_examples: int = Field(default=4000, gt=0)
+    train_prompts: int = Field(default=1000, gt=0)
+    heldout: int = Field(default=400, gt=0)
+    perturbed: int = Field(default=400, gt=0)
+
+
+class PromptFiles(_Strict):
+    """Your own prompt files (JSONL with ``prompt``; ``answer`` for the gold judge and accuracy)."""
+
+    train: str | None = None
+    eval: list[str] = Field(default_factory=list)
+
+
+class SFTSpec(_Strict):
+    """Where the starting policy comes from.
+
+    ``builtin``: the checkpoint shipped with alphapo for the embedded task (built by ``train`` below
+    on the recipe's defaults); ``train``: run ``alphapo sft`` with ``recipe`` on the task's SFT data;
+    any other value: a model directory to start from.
+    """
+
+    checkpoint: str = "builtin"
+    vocab_size: int = Field(default=400, gt=0)
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    """TrainConfig settings for the SFT stage (merged over the embedded SFT defaults)."""
+
+
+class SampleSpec(_Strict):
+    k: int = Field(default=8, gt=0)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_new_tokens: int = Field(default=40, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+
+
+class JudgeSpec(_Strict):
+    reward_model: str | None = None
+    """A local sequence-classification reward model directory; None: the task's gold reward."""
+
+
+class PairSpec(_Strict):
+    min_gap: float = Field(default=0.0, ge=0)
+
+
+class EvalSpec(_Strict):
+    kl_samples: int = Field(default=2, ge=1)
+    max_new_tokens: int = Field(default=40, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+
+
+class RecipeConfig(_Strict):
+    kind: Literal["pipeline"] = "pipeline"
+    out: str = "alphapo-run"
+    seed: int = 0
+    task: TaskSpec | None = Field(default_factory=TaskSpec)
+    prompts: PromptFiles = Field(default_factory=PromptFiles)
+    sft: SFTSpec = Field(default_factory=SFTSpec)
+    sample: SampleSpec = Field(default_factory=SampleSpec)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    pair: PairSpec = Field(default_factory=PairSpec)
+    method_defaults: dict[str, Any] = Field(default_factory=dict)
+    """TrainConfig settings shared by every method (each method's own settings win)."""
+    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"alphapo": {"loss": {"name": "alphapo"}}})
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @model_validator(mode="after")
+    def _sources(self):
+        if self.task is None and self.prompts.train is None:
+            raise ValueError("set task (the embedded task) or prompts.train (your own prompt file)")
+        if self.task is None and self.sft.checkpoint in ("builtin", "train"):
+            raise ValueError("with your own prompts, sft.checkpoint must be a model directory")
+        if not self.methods:
+            raise ValueError("methods: at least one method to train")
+        for name in self.methods:
+            if name in ("sft", "data", "eval", "tokenizer", "plots") or not name.replace("_", "").isalnum():
+                raise ValueError(f"method name {name!r} is reserved or not a plain name")
+        return self

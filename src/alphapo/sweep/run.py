@@ -1,0 +1,150 @@
+"""``alphapo sweep RECIPE.yaml alpha=-1,-0.5,0,0.25,0.5,1 [beta=...] [seeds=3]``.
+
+Every setting trains from the same starting model and pairs (the recipe's cached data, SFT, sample,
+judge and pair stages, run first if needed), with the loss diagnostics on, periodic evaluations
+during training (gold reward and KL to the starting model on held-out prompts: the
+over-optimisation frontier), and a full evaluation at the end. Each run is a resumable stage under
+``<out>/sweeps/<name>/``; the sweep report goes beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from alphapo.config import apply_overrides, read_yaml, validate
+from alphapo.errors import ConfigError
+from alphapo.pipeline.recipe import RecipeConfig
+from alphapo.pipeline.run import Pipeline, deep_merge
+from alphapo.sweep.grid import Setting, SweepSpec, expand, nested, parse_sweep
+
+
+class FrontierProbe:
+    """Evaluates the policy during training: greedy gold reward, accuracy and KL to the start model."""
+
+    def __init__(self, sft_dir: Path, prompts_file: Path, n: int, every: int, out: Path, cfg: RecipeConfig):
+        from alphapo.sample.generate import load_for_generation, read_jsonl
+
+        self.baseline, self.tokenizer = load_for_generation(sft_dir, "sweep")
+        self.rows = read_jsonl(prompts_file, "sweep", required=("prompt", "answer"))[:n]
+        self.every, self.out, self.cfg = every, out, cfg
+        self.records: list[dict] = []
+
+    def measure(self, policy, step: int) -> dict:
+        from alphapo.eval.evaluate import greedy_records, kl_estimate
+
+        e = self.cfg.eval
+        records = greedy_records(policy, self.tokenizer, self.rows, e.max_new_tokens, e.batch_size)
+        kl = (
+            0.0
+            if policy is self.baseline
+            else sum(
+                kl_estimate(policy, self.baseline, self.tokenizer, self.rows, 1, e.max_new_tokens, e.batch_size, step)
+            )
+            / len(self.rows)
+        )
+        record = {
+            "step": step,
+            "gold_reward": sum(r["gold_reward"] for r in records) / len(records),
+            "accuracy": sum(r["correct"] for r in records) / len(records),
+            "kl": kl,
+        }
+        self.records.append(record)
+        return record
+
+    def __call__(self, step, metrics, model) -> None:
+        if step % self.every:
+            return
+        from alphapo.ops.model_logps import unwrap
+
+        policy = unwrap(model)
+        was_training = policy.training
+        policy.eval()
+        with torch.no_grad():
+            self.measure(policy, step)
+        policy.train(was_training)
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+
+def sweep_name(spec: SweepSpec, method: str) -> str:
+    axes = "_".join(k.split(".")[-1] for k in spec.axes) or "base"
+    return f"{method}-{axes}"
+
+
+def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
+    """Run the sweep described by ``args`` on the recipe at ``recipe_path``; returns its summary."""
+    from alphapo.eval.evaluate import evaluate
+    from alphapo.sweep.report import write_sweep_report
+
+    spec = parse_sweep(args)
+    data = apply_overrides(read_yaml(recipe_path), spec.recipe_overrides)
+    cfg = validate(RecipeConfig, data, recipe_path)
+    method = spec.method or next(iter(cfg.methods))
+    if method not in cfg.methods:
+        raise ConfigError(f"sweep: method={method!r} is not in the recipe's methods ({', '.join(cfg.methods)})")
+    pipeline = Pipeline(cfg, quiet=quiet)
+    pipeline.prepare()  # data, SFT, sample, judge, pair: cached stages
+    sft = pipeline.sft_model()
+    _, eval_files = pipeline.prompt_files()
+    root = pipeline.out / "sweeps" / sweep_name(spec, method)
+    runs = []
+    for setting in expand(spec):
+        run_dir = root / setting.label / f"seed{setting.seed}"
+        train_cfg = _train_config(pipeline, method, spec, setting, run_dir)
+        every = spec.eval_every or max(1, _steps_hint(train_cfg) // 6)
+
+        def train_and_eval(run_dir=run_dir, train_cfg=train_cfg, every=every):
+            from alphapo.train import TrainConfig, train
+
+            frontier = FrontierProbe(sft, eval_files[0], spec.eval_prompts, every, run_dir / "frontier.jsonl", cfg)
+            frontier.measure(frontier.baseline, 0)
+            result = train(validate(TrainConfig, train_cfg, "sweep run"), on_step=frontier)
+            if result.status != "completed":
+                raise ConfigError(f"sweep run {run_dir} was interrupted; run the sweep again to resume")
+            frontier.save()
+            e = cfg.eval
+            evaluate(
+                run_dir / "model",
+                sft,
+                eval_files,
+                run_dir / "eval",
+                kl_samples=e.kl_samples,
+                max_new_tokens=e.max_new_tokens,
+                batch_size=e.batch_size,
+                seed=cfg.seed,
+            )
+
+        pipeline.stages.run(
+            f"sweep-{root.name}-{setting.label}-seed{setting.seed}",
+            train_cfg,
+            [sft, pipeline.out / "pairs.jsonl"],
+            [run_dir / "eval" / "metrics.json"],
+            train_and_eval,
+        )
+        runs.append((setting, run_dir))
+    return write_sweep_report(root, runs, spec, method, pipeline.stages.timings)
+
+
+def _train_config(pipeline: Pipeline, method: str, spec: SweepSpec, setting: Setting, run_dir: Path) -> dict:
+    base = pipeline.method_config(method)
+    merged = deep_merge(base, nested(spec.fixed))
+    merged = deep_merge(merged, nested(setting.overrides()))
+    merged = deep_merge(
+        merged,
+        {
+            "output_dir": str(run_dir),
+            "train": {"seed": setting.seed},
+            "diagnostics": {"every": merged.get("diagnostics", {}).get("every") or 5},
+        },
+    )
+    return merged
+
+
+def _steps_hint(train_cfg: dict) -> int:
+    max_steps = train_cfg.get("train", {}).get("max_steps")
+    return int(max_steps) if max_steps else 30
