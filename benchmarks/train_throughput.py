@@ -27,12 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fused_logps import PeakMemory  # noqa: E402
 
-WORDS = (
-    "the a of to and in is it that for on with as was at by be this from or an are not but have one "
-    "which you all were we when there can if more what out so up said about into than them only time "
-    "could new some these two may first then do any like other my now over such our man me even most "
-    "made after also did many before must through back years where much your way well down should"
-).split()
+WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as", "was", "at", "by", "be", "this", "from", "or", "an", "are", "not", "but", "have", "one", "which", "you", "all", "were", "we", "when", "there", "can", "if", "more", "what", "out", "so", "up", "said", "about", "into", "than", "them", "only", "time", "could", "new", "some", "these", "two", "may", "first", "then", "do", "any", "like", "other", "my", "now", "over", "such", "our", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should"]
 
 
 def build_assets(root: Path, args) -> dict:
