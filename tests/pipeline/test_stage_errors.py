@@ -49,5 +49,5 @@ def test_reward_model_that_is_not_a_sequence_classifier(tmp_path):
     ).save_pretrained(tmp_path / "causal")
     with pytest.raises(StageError, match=r"judge: .*causal is a LlamaForCausalLM, not a sequence classifier"):
         load_reward_model(tmp_path / "causal")
-    with pytest.raises(StageError, match="has no config.json"):
+    with pytest.raises(StageError, match=r"has no config\.json"):
         load_reward_model(tmp_path / "nothing")
