@@ -207,11 +207,12 @@ def available(variant: str) -> bool:
     return True
 
 
-def run_all(args) -> list[dict]:
+def run_all(args) -> tuple[list[dict], list[str]]:
     """Every (shape, variant) in a fresh process; with --rounds R the variants alternate R times and
     each variant's time is the median over all its runs (this machine's speed drifts between runs)."""
     variants = [v for v in args.variants.split(",") if v]
     runs: dict[tuple[str, str], list[dict]] = {}
+    failed: list[str] = []
     for shape in args.shapes:
         for _round, variant in itertools.product(range(args.rounds), variants):
             if not available(variant):
@@ -238,6 +239,7 @@ def run_all(args) -> list[dict]:
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if proc.returncode != 0:
                 print(f"[fail] {shape} {variant}:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                failed.append(f"{shape} {variant}")
                 continue
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             mib = result["peak_growth_bytes"] / 2**20
@@ -250,7 +252,7 @@ def run_all(args) -> list[dict]:
         merged["time_s"] = statistics.median(merged["times_s"])
         merged["peak_growth_bytes"] = max(r["peak_growth_bytes"] for r in group)
         results.append(merged)
-    return results
+    return results, failed
 
 
 def ratios(results: list[dict]) -> list[dict]:
@@ -305,12 +307,15 @@ def main() -> None:
         f"prompt fraction {args.prompt_fraction}",
         file=sys.stderr,
     )
-    rows = ratios(run_all(args))
+    results, failed = run_all(args)
+    rows = ratios(results)
     print_table(rows)
-    blob = json.dumps({"device": args.device, "dtype": args.dtype, "results": rows}, indent=1)
+    blob = json.dumps({"device": args.device, "dtype": args.dtype, "results": rows, "failed": failed}, indent=1)
     print(blob)
     if args.json:
         Path(args.json).write_text(blob)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,11 @@ def run_alphapo(assets, args, meter) -> None:
         TrainConfig,
         {
             "model": {"path": assets["model"]},
-            "data": {"paths": [assets["pairs"]], "max_length": args.max_length, "max_prompt_length": 128},
+            "data": {
+                "paths": [assets["pairs"]],
+                "max_length": args.max_length,
+                "max_prompt_length": min(128, args.max_length // 2),
+            },
             "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
             "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
             "schedule": {"name": "constant", "warmup_steps": 0},
@@ -312,6 +316,7 @@ def main() -> None:
         file=sys.stderr,
     )
     results: dict[str, list[dict]] = {}
+    failed: list[str] = []
     for _ in range(args.rounds):
         for name in trainers:
             cmd = [
@@ -336,6 +341,7 @@ def main() -> None:
             )
             if proc.returncode != 0:
                 print(f"[fail] {name}:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                failed.append(name)
                 continue
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             print(
@@ -364,6 +370,8 @@ def main() -> None:
     print(blob)
     if args.json:
         Path(args.json).write_text(blob)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

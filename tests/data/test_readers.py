@@ -61,8 +61,14 @@ def test_missing_file_and_unknown_type(tmp_path):
 
 
 def test_hub_name_fails_clearly_offline(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # both libraries read the variable at import time, which happened before this test
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     with pytest.raises(
         DataError, match=r"alphapo-tests/no-such-dataset: not a local file.*hub failed \(HF_HUB_OFFLINE"
     ):

@@ -1,18 +1,38 @@
 """The embedded task, pairing, win rate and the bootstrap, on hand examples."""
 
+import re
+
 import pytest
 
 from alphapo.eval.stats import bootstrap, paired_difference, win_outcomes, win_rate
 from alphapo.judge.pairs import make_pairs
 from alphapo.tasks import extract_answer, gold_reward, make_split
+from alphapo.tasks.arithmetic import held_out_numbers
+
+
+def _operands(problem):
+    """a, b (and c) of a problem, from its reference solution's equations."""
+    equations = re.findall(r"(\d+) [+\-*] (\d+) = (\d+)", problem.solution)
+    a, b = int(equations[0][0]), int(equations[0][1])
+    values = {"a": a, "b": b}
+    if problem.kind == "add_sub":
+        values["c"] = int(equations[1][1])
+    return values
 
 
 def test_generator_is_deterministic_and_splits_differ():
     assert make_split("train", 50, 3) == make_split("train", 50, 3)
     assert make_split("train", 50, 3) != make_split("train", 50, 4)
-    train = {p.prompt for p in make_split("train", 500, 0)}
-    heldout = make_split("heldout", 200, 0)
-    assert not train & {p.prompt for p in heldout}  # held-out prompts never appear in training
+    def combination(p):
+        return (p.kind, *sorted(_operands(p).items()))
+
+    train = make_split("train", 2000, 0)
+    heldout = make_split("heldout", 300, 0)
+    # held-out operand combinations never appear in training (multiplication facts excepted)
+    seen = {combination(p) for p in train if p.kind != "mul"}
+    assert not seen & {combination(p) for p in heldout if p.kind != "mul"}
+    assert all(held_out_numbers(p.kind, _operands(p)) for p in heldout if p.kind != "mul")
+    assert not any(held_out_numbers(p.kind, _operands(p)) for p in train if p.kind != "mul")
     perturbed = make_split("perturbed", 50, 0)
     assert all(p.split == "perturbed" for p in perturbed)
     for problem in make_split("train", 200, 1) + heldout + perturbed:

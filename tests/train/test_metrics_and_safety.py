@@ -154,3 +154,20 @@ def test_sft_task_runs_the_same_loop(assets, tmp_path):
     )
     losses = [r["loss"] for r in read_metrics(out)]
     assert result.status == "completed" and losses[-1] < losses[0]
+
+
+def test_logged_values_average_every_step_of_the_window(assets, tmp_path):
+    per_step = {}
+
+    def record(step, metrics, model):
+        per_step[step] = dict(metrics)
+
+    out = tmp_path / "run"
+    train(make_config(assets, out, train={"max_steps": 4, "batch_size": 4}, logging={"every": 2}), on_step=record)
+    logged = read_metrics(out)
+    assert [r["step"] for r in logged] == [2, 4]
+    for r in logged:  # equal batch sizes: the window mean is the mean of the two steps
+        steps = (r["step"] - 1, r["step"])
+        for key in ("loss", "rewards/margins", "logps/chosen"):
+            assert r[key] == pytest.approx(sum(per_step[s][key] for s in steps) / 2, rel=1e-9)
+        assert r["grad_norm"] == per_step[r["step"]]["grad_norm"]  # step values: the last step's

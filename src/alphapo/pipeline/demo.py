@@ -11,6 +11,7 @@ shipped with alphapo (``alphapo/assets/demo/sft``), built by exactly this recipe
 
 from __future__ import annotations
 
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def print_results(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
     for split in summary["methods"]["sft"]["by_split"]:
         table = Table(title=f"{split} prompts (95% bootstrap intervals)")
         for column in ("model", "accuracy", "gold reward", "win rate vs SFT", "gain vs SFT", "KL to SFT"):
@@ -74,6 +75,40 @@ def print_results(summary: dict) -> None:
             )
         console.print(table)
     console.print(f"wall time {summary['wall_time_s']:.0f}s; report: {summary.get('report', 'report.md')}")
+
+
+def export_sft_checkpoint(run_dir: str | Path, target: str | Path) -> dict:
+    """Copy ``run_dir``'s SFT model (built with ``--sft-from-scratch``) to ``target`` with a manifest:
+    the recipe it was built from, the SHA-256 of its weights and the versions that built it. This is
+    how ``alphapo/assets/demo/sft`` is made; the manifest lets a test catch a recipe that drifted."""
+    import hashlib
+    import json
+    import shutil
+
+    import tokenizers
+    import torch
+    import transformers
+
+    source, target = Path(run_dir) / "sft" / "model", Path(target)
+    recipe = read_yaml(demo_recipe_path())
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("alphapo_config.yaml", "final_metrics.json"))
+    manifest = {
+        "built_by": "alphapo demo --sft-from-scratch (the sft stage of alphapo/configs/demo.yaml)",
+        "sft": recipe["sft"] | {"checkpoint": "train"},
+        "task": recipe["task"],
+        "seed": recipe["seed"],
+        "sha256": hashlib.sha256((target / "model.safetensors").read_bytes()).hexdigest(),
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        "threads": torch.get_num_threads(),
+    }
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
 
 
 def run_demo(out: str, compare: list[str], seed: int, sft_from_scratch: bool, overrides: list[str]) -> dict:

@@ -12,9 +12,12 @@ contract inconsistently. Some end in prose ("So the answer is 12.") or stop afte
 and subtraction problems do so more often than the rest (70% against 20%). The verifier accepts only
 ``Answer: N``, so an SFT model inherits a format gap that on-policy preference training can close.
 
-Splits: ``train`` and ``heldout`` use the same templates with independently drawn numbers and
-names; ``perturbed`` uses templates never seen in training, each with an irrelevant clause (which may
-carry a distractor number), to measure robustness. Everything is deterministic for a seed.
+Splits: ``train`` and ``heldout`` use the same templates; ``heldout`` problems use operand
+combinations that training never sees (a stable hash sends a fifth of all combinations to held-out),
+so they measure whether the procedure generalises, not recall. Multiplication is the exception: its
+single-digit facts are a lookup table with no procedure to generalise, so those facts are shared.
+``perturbed`` uses templates never seen in training, each with an irrelevant clause (which may carry
+a distractor number), on held-out combinations too. Everything is deterministic for a seed.
 
 :func:`gold_reward` is computed, not learned: 1 for the right final answer, plus small terms so that
 two correct (or two wrong) responses still differ: +0.1 for exactly one well-formed ``Answer:`` line
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Nia", "Raj", "Ana", "Kai", "Lia", "Jon"]
@@ -81,6 +85,22 @@ class Problem:
         }
 
 
+def held_out_numbers(kind: str, values: dict[str, int]) -> bool:
+    """Whether an operand combination is reserved for evaluation (a fifth of them, by a stable hash)."""
+    if kind == "mul":
+        return False
+    key = f"{kind}:{values['a']}:{values['b']}:{values.get('c', 0)}"
+    return zlib.crc32(key.encode()) % 5 == 0
+
+
+def _draw_numbers(kind: str, rng: random.Random, held_out: bool) -> dict[str, int]:
+    """Numbers for ``kind`` from the training or the held-out part of the number space."""
+    while True:
+        values = _numbers(kind, rng)
+        if kind == "mul" or held_out_numbers(kind, values) == held_out:
+            return values
+
+
 def _numbers(kind: str, rng: random.Random) -> dict[str, int]:
     if kind in ("add", "add2"):
         a, b = rng.randint(2, 30), rng.randint(2, 30)
@@ -100,7 +120,8 @@ def _numbers(kind: str, rng: random.Random) -> dict[str, int]:
 def _problem(index: int, split: str, templates, rng: random.Random, distract: bool) -> Problem:
     kind, text, solution = templates[rng.randrange(len(templates))]
     x, y = rng.sample(NAMES, 2)
-    values = {"x": x, "y": y, "p": PRONOUN[x], "o": rng.choice(OBJECTS), **_numbers(kind, rng)}
+    numbers = _draw_numbers(kind, rng, held_out=split != "train")
+    values = {"x": x, "y": y, "p": PRONOUN[x], "o": rng.choice(OBJECTS), **numbers}
     prompt = text.format(**values)
     if distract:
         clause = rng.choice(DISTRACTORS).format(y=y, d=rng.randint(2, 12))
@@ -114,21 +135,14 @@ def _problem(index: int, split: str, templates, rng: random.Random, distract: bo
 def make_split(split: str, n: int, seed: int) -> list[Problem]:
     """``n`` problems of ``split`` (train, heldout or perturbed), deterministic for ``seed``.
 
-    Splits draw from independent streams, so train and held-out problems differ in their numbers and
-    names (a held-out problem identical to a training one is re-drawn)."""
+    Splits draw from independent streams; held-out and perturbed problems use operand combinations
+    training never sees (:func:`held_out_numbers`), except multiplication facts."""
     offsets = {"train": 0, "heldout": 1, "perturbed": 2}
     if split not in offsets:
         raise ValueError(f"unknown split {split!r} (train, heldout, perturbed)")
     rng = random.Random(seed * 1_000 + offsets[split])
     templates = PERTURBED_TEMPLATES if split == "perturbed" else TRAIN_TEMPLATES
-    problems: list[Problem] = []
-    seen = {p.prompt for p in make_split("train", n, seed)} if split == "heldout" else set()
-    while len(problems) < n:
-        problem = _problem(len(problems), split, templates, rng, distract=split == "perturbed")
-        if problem.prompt not in seen:
-            seen.add(problem.prompt)
-            problems.append(problem)
-    return problems
+    return [_problem(i, split, templates, rng, distract=split == "perturbed") for i in range(n)]
 
 
 STYLES = ("answer", "prose", "bare")

@@ -133,9 +133,17 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     if cfg.lora is not None:
         model = add_lora(cfg, model)
     world, accum = acc.num_processes, cfg.train.grad_accum
-    per_epoch = len(_step_batches(dataset, cfg, world, 0))
+    first_epoch = _step_batches(dataset, cfg, world, 0)
+    per_epoch = len(first_epoch)
     if per_epoch == 0:
         raise ConfigError(f"{len(dataset)} examples cannot fill one step of {world * accum} micro-batches")
+    left_out = len(dataset) - sum(len(b) for b in first_epoch)
+    if left_out and main:
+        print(
+            f"train: {left_out} example(s) per epoch left out: the last batch is smaller than "
+            f"{world} process(es) x {accum} accumulation steps (they fall elsewhere in other epochs)",
+            file=sys.stderr,
+        )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -164,6 +172,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     result_status, saved, metrics = "completed", None, {}
     t_last, tokens_last = time.monotonic(), state["num_tokens"]
     epoch_cache: dict[int, list[list[int]]] = {}
+    window = MetricSums()  # per-example metrics since the last logged step
+    last_logged: dict = {}
     with _Interrupt() as interrupt:
         while state["step"] < total_steps:
             step = state["step"]
@@ -185,7 +195,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     acc.backward(loss)
                 del loss  # frees the graph (and the fused op's buffers) before the next forward
             grad_norm = _clip(acc, model, cfg.optim.max_grad_norm)
-            metrics = sums.reduce(acc)  # a non-finite loss anywhere makes its mean non-finite
+            totals = sums.reduce_totals(acc)
+            for name, (total, count) in totals.items():
+                window.add_sum(name, total, count)  # logged values average every example since the last log
+            metrics = {name: total / max(count, 1) for name, (total, count) in totals.items()}
             finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
             if not finite:
                 if cfg.train.nan_policy == "stop":
@@ -213,13 +226,14 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 with acc.autocast():
                     metrics.update(probe(model, probe_batch, cfg, tables.reference))
             logged = step % cfg.logging.every == 0 or step == total_steps or "diagnostics/grad_cosine" in metrics
-            if logged:
-                record = {"step": step, **metrics}
+            if logged:  # per-example metrics averaged over the window, step values (lr, grad_norm) as they are
+                last_logged = {**metrics, **window.local_means()}
+                window = MetricSums()
                 if log is not None:
-                    log.write(record)
+                    log.write({"step": step, **last_logged})
                 if cfg.logging.report_to:
-                    acc.log(metrics, step=step)
-            progress.update(step, rate, metrics if logged else None)
+                    acc.log(last_logged, step=step)
+            progress.update(step, rate, last_logged if logged else None)
             if on_step is not None:
                 on_step(step, metrics, model)
             stop = _any(acc, interrupt.requested)
@@ -233,10 +247,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     # ---- save
     model_dir = None
     if result_status == "completed":
-        model_dir = save_final_model(acc, model, tokenizer, cfg, output_dir, metrics)
+        model_dir = save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged)
     if cfg.logging.report_to:
         acc.end_training()
-    return TrainResult(result_status, state["step"], output_dir, model_dir, saved, metrics)
+    return TrainResult(result_status, state["step"], output_dir, model_dir, saved, last_logged)
 
 
 def _completion_tokens(item: dict) -> int:

@@ -35,8 +35,16 @@ class MetricSums:
         self.sums[name] = self.sums.get(name, 0) + total.detach().double()
         self.counts[name] = self.counts.get(name, 0) + count
 
+    def local_means(self) -> dict[str, float]:
+        """Means of what this object holds, without communication (for totals already reduced)."""
+        return {name: float(self.sums[name]) / max(self.counts[name], 1) for name in sorted(self.sums)}
+
     def reduce(self, accelerator) -> dict[str, float]:
         """Means over every example of the step on every process."""
+        return {name: total / max(count, 1) for name, (total, count) in self.reduce_totals(accelerator).items()}
+
+    def reduce_totals(self, accelerator) -> dict[str, tuple[float, float]]:
+        """(sum, count) per metric over every process."""
         names = sorted(self.sums)
         if not names:
             return {}
@@ -46,8 +54,7 @@ class MetricSums:
         if accelerator.num_processes > 1:
             sums = accelerator.reduce(sums, reduction="sum")
             counts = accelerator.reduce(counts, reduction="sum")
-        means = (sums / counts.clamp(min=1)).tolist()
-        return dict(zip(names, means, strict=True))
+        return {n: (s, c) for n, s, c in zip(names, sums.tolist(), counts.tolist(), strict=True)}
 
 
 class MetricsLog:
