@@ -17,9 +17,24 @@ def _json_tail(stdout: str) -> dict:
 @pytest.mark.slow
 def test_fused_logps_benchmark_runs(tmp_path):
     variants = "naive,fused,floor,fused-1pass,floor-1pass"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fused_logps.py"), "--shapes", "1,32,16,64",
-                           "--variants", variants, "--reps", "1", "--json", str(tmp_path / "out.json")],
-                          capture_output=True, text=True, timeout=600, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "fused_logps.py"),
+            "--shapes",
+            "1,32,16,64",
+            "--variants",
+            variants,
+            "--reps",
+            "1",
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     assert "x GEMM floor" in proc.stdout
     results = {r["variant"]: r for r in _json_tail(proc.stdout)["results"]}
     assert set(results) == set(variants.split(","))
@@ -29,8 +44,29 @@ def test_fused_logps_benchmark_runs(tmp_path):
 
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs():
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--steps", "3",
-                           "--pairs", "16", "--batch-size", "2", "--hidden", "64", "--layers", "1", "--vocab", "2048",
-                           "--max-length", "128"], capture_output=True, text=True, timeout=900, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_throughput.py"),
+            "--steps",
+            "3",
+            "--pairs",
+            "16",
+            "--batch-size",
+            "2",
+            "--hidden",
+            "64",
+            "--layers",
+            "1",
+            "--vocab",
+            "2048",
+            "--max-length",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     rows = _json_tail(proc.stdout)["results"]
     assert rows["alphapo"]["tokens_per_s"] > 0

@@ -43,8 +43,13 @@ def test_sft_recipe_rebuilds_bit_for_bit(tmp_path):
 
     weights = []
     for run in ("a", "b"):
-        cfg = demo_config(str(tmp_path / run), ["alphapo"], 0, True,
-                          ["task.sft_examples=128", "sft.recipe.train.max_steps=4", "sft.recipe.logging.progress=none"])
+        cfg = demo_config(
+            str(tmp_path / run),
+            ["alphapo"],
+            0,
+            True,
+            ["task.sft_examples=128", "sft.recipe.train.max_steps=4", "sft.recipe.logging.progress=none"],
+        )
         pipeline = Pipeline(cfg, quiet=True)
         pipeline.make_task_data()
         pipeline.run_sft()

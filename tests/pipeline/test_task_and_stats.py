@@ -23,6 +23,7 @@ def _operands(problem):
 def test_generator_is_deterministic_and_splits_differ():
     assert make_split("train", 50, 3) == make_split("train", 50, 3)
     assert make_split("train", 50, 3) != make_split("train", 50, 4)
+
     def combination(p):
         return (p.kind, *sorted(_operands(p).items()))
 
