@@ -19,6 +19,12 @@ def _mean_curve(runs: list[list[dict]], x_key: str, y_key: str) -> tuple[list[fl
     return xs, ys
 
 
+def _smooth(values: list[float], window: int = 5) -> list[float]:
+    """Centred moving average (shorter at the ends): logged windows are noisy, the trend is the point."""
+    half = window // 2
+    return [statistics.fmean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))]
+
+
 def _colours(plt, n):
     cmap = plt.get_cmap("viridis")
     return [cmap(i / max(n - 1, 1)) for i in range(n)]
@@ -59,10 +65,11 @@ def plot_frontier(frontiers: dict[str, list[list[dict]]], path: Path) -> None:
         _, kl = _mean_curve(runs, "step", "kl")
         if steps:
             ax.plot(kl, gold, "o-", color=colour, label=label, markersize=4)
-            ax.annotate(f"{steps[-1]}", (kl[-1], gold[-1]), fontsize=7, color=colour)
+            for s, x, y in zip(steps, kl, gold, strict=True):
+                ax.annotate(str(s), (x, y), fontsize=6, color=colour, xytext=(2, 2), textcoords="offset points")
     ax.set_xlabel("KL(policy || starting model), nats per answer")
     ax.set_ylabel("held-out gold reward (greedy)")
-    ax.set_title("Over-optimisation frontier (points: evaluations during training; label: last step)")
+    ax.set_title("Over-optimisation frontier (points: evaluations during training, labelled by step)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -79,12 +86,14 @@ def plot_margin_vs_chosen(logs: dict[str, list[list[dict]]], path: Path) -> None
         _, chosen = _mean_curve(runs, "step", "displacement/chosen")
         n = min(len(margin), len(chosen))
         if n:
-            ax.plot(chosen[:n], margin[:n], "-", color=colour, label=label)
-            ax.plot(chosen[n - 1], margin[n - 1], "o", color=colour)
+            xs, ys = _smooth(chosen[:n]), _smooth(margin[:n])
+            ax.plot(xs, ys, "-", color=colour, label=f"{label} (moving average)")
+            ax.plot(xs[0], ys[0], "s", color=colour, markersize=4)
+            ax.plot(xs[-1], ys[-1], "o", color=colour)
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("chosen log-prob change since the start (displacement)")
     ax.set_ylabel("reward margin (chosen - rejected)")
-    ax.set_title("The margin grows while the chosen answer loses probability (left of 0)")
+    ax.set_title("Margin against chosen log-prob change (square: start, dot: end; left of 0: displaced)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

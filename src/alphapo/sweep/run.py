@@ -24,12 +24,21 @@ from alphapo.sweep.grid import Setting, SweepSpec, expand, nested, parse_sweep
 class FrontierProbe:
     """Evaluates the policy during training: greedy gold reward, accuracy and KL to the start model."""
 
-    def __init__(self, sft_dir: Path, prompts_file: Path, n: int, every: int, out: Path, cfg: RecipeConfig):
+    def __init__(
+        self,
+        sft_dir: Path,
+        prompts_file: Path,
+        n: int,
+        every: int | None,
+        epochs: float | None,
+        out: Path,
+        cfg: RecipeConfig,
+    ):
         from alphapo.sample.generate import load_for_generation, read_jsonl
 
         self.baseline, self.tokenizer = load_for_generation(sft_dir, "sweep")
         self.rows = read_jsonl(prompts_file, "sweep", required=("prompt", "answer"))[:n]
-        self.every, self.out, self.cfg = every, out, cfg
+        self.every, self.epochs, self.out, self.cfg = every, epochs, out, cfg
         self.records: list[dict] = []
 
     def measure(self, policy, step: int) -> dict:
@@ -37,14 +46,12 @@ class FrontierProbe:
 
         e = self.cfg.eval
         records = greedy_records(policy, self.tokenizer, self.rows, e.max_new_tokens, e.batch_size)
-        kl = (
-            0.0
-            if policy is self.baseline
-            else sum(
-                kl_estimate(policy, self.baseline, self.tokenizer, self.rows, 1, e.max_new_tokens, e.batch_size, step)
+        kl = 0.0
+        if policy is not self.baseline:
+            per_prompt = kl_estimate(
+                policy, self.baseline, self.tokenizer, self.rows, e.kl_samples, e.max_new_tokens, e.batch_size, step
             )
-            / len(self.rows)
-        )
+            kl = sum(per_prompt) / len(per_prompt)
         record = {
             "step": step,
             "gold_reward": sum(r["gold_reward"] for r in records) / len(records),
@@ -55,6 +62,9 @@ class FrontierProbe:
         return record
 
     def __call__(self, step, metrics, model) -> None:
+        if self.every is None:  # about six evaluations per run: the epoch fraction at step 1 gives its length
+            total = (self.epochs or 1.0) / metrics["epoch"]
+            self.every = max(1, round(total / 6))
         if step % self.every:
             return
         from alphapo.ops.model_logps import unwrap
@@ -96,14 +106,19 @@ def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
     for setting in expand(spec):
         run_dir = root / setting.label / f"seed{setting.seed}"
         train_cfg = _train_config(pipeline, method, spec, setting, run_dir)
-        every = spec.eval_every or max(1, _steps_hint(train_cfg) // 6)
 
-        def train_and_eval(run_dir=run_dir, train_cfg=train_cfg, every=every):
+        def train_and_eval(run_dir=run_dir, train_cfg=train_cfg):
             from alphapo.train import TrainConfig, train
 
-            frontier = FrontierProbe(sft, eval_files[0], spec.eval_prompts, every, run_dir / "frontier.jsonl", cfg)
+            config = validate(TrainConfig, train_cfg, "sweep run")
+            loop = config.train
+            every = spec.eval_every or (max(1, loop.max_steps // 6) if loop.max_steps else None)
+            epochs = None if loop.max_steps else loop.epochs
+            frontier = FrontierProbe(
+                sft, eval_files[0], spec.eval_prompts, every, epochs, run_dir / "frontier.jsonl", cfg
+            )
             frontier.measure(frontier.baseline, 0)
-            result = train(validate(TrainConfig, train_cfg, "sweep run"), on_step=frontier)
+            result = train(config, on_step=frontier)
             if result.status != "completed":
                 raise ConfigError(f"sweep run {run_dir} was interrupted; run the sweep again to resume")
             frontier.save()
@@ -121,7 +136,12 @@ def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
 
         pipeline.stages.run(
             f"sweep-{root.name}-{setting.label}-seed{setting.seed}",
-            train_cfg,
+            {
+                "train": train_cfg,
+                "eval": cfg.eval.model_dump(),
+                "eval_every": spec.eval_every,
+                "eval_prompts": spec.eval_prompts,
+            },
             [sft, pipeline.out / "pairs.jsonl"],
             [run_dir / "eval" / "metrics.json"],
             train_and_eval,
@@ -143,8 +163,3 @@ def _train_config(pipeline: Pipeline, method: str, spec: SweepSpec, setting: Set
         },
     )
     return merged
-
-
-def _steps_hint(train_cfg: dict) -> int:
-    max_steps = train_cfg.get("train", {}).get("max_steps")
-    return int(max_steps) if max_steps else 30
