@@ -44,7 +44,7 @@ import torch
 
 from alphapo.errors import InputError
 
-CHUNK_BUDGET_FRACTION = 0.10
+CHUNK_BUDGET_FRACTION = 0.06
 """The tile buffer may add this fraction to the memory the op needs anyway (the gradient buffers for
 hidden and weight), between 4 MiB and 1 GiB."""
 
