@@ -24,23 +24,23 @@ from alphapo.errors import StageError
 
 
 def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a clear error naming the stage, file, row and field when one is unusable."""
+    """Rows of a stage's input file (JSONL, or any format the data layer reads); a clear error naming
+    the stage, file, row and field when one is unusable."""
+    from alphapo.data.readers import read_rows
+    from alphapo.errors import DataError
+
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{stage}: input file {path} does not exist (did the previous stage run?)")
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise StageError(f"{stage}: {path}: row {number}: not valid JSON ({err.msg})") from None
+    try:
+        for number, row in read_rows(str(path)):
             for field in required:
                 if field not in row:
                     raise StageError(f"{stage}: {path}: row {number}: missing field {field!r}")
             rows.append(row)
+    except DataError as err:
+        raise StageError(f"{stage}: {err}") from None
     if not rows:
         raise StageError(f"{stage}: {path} has no rows")
     return rows

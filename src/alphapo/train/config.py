@@ -119,6 +119,9 @@ class LoopConfig(_Strict):
     logps: Literal["fused", "logits"] = "fused"
     """``fused``: log-probs without the full logits (alphapo.ops); ``logits``: the model's own logits."""
     chunk_size: int | None = Field(default=None, gt=0)
+    verify_logps: bool = True
+    """Before training, check the fused log-probs against the model's own logits on one example (a
+    model whose code changes its logits after the head, in a way alphapo cannot see, is refused)."""
     nan_policy: Literal["stop", "skip"] = "stop"
     """On a non-finite loss or gradient: stop with a message (keeping the last good checkpoint), or skip
     the step."""

@@ -24,6 +24,7 @@ import torch
 from alphapo.config import dump_config
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
 from alphapo.errors import AlphapoError, ConfigError
+from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
@@ -128,6 +129,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         raise ConfigError(f"task {cfg.task} needs {expected} data, but {cfg.data.paths} holds {dataset.kind} rows")
     model = load_policy(cfg, tokenizer).to(acc.device)
     collator = Collator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
+    if cfg.train.logps == "fused" and cfg.train.verify_logps:
+        one = {k: v[:1].to(acc.device) for k, v in collator([dataset[0]]).items()}
+        verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
     checkpoint = resolve_resume(output_dir, cfg.resume)
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
     if cfg.lora is not None:
