@@ -262,11 +262,8 @@ def run_trl(assets, args, meter) -> None:
     original = trainer.training_step
 
     def training_step(model, inputs, *rest, **kw):
-        callback.batch_tokens = int(
-            inputs["chosen_attention_mask"].sum()
-            + inputs["rejected_attention_mask"].sum()
-            + 2 * inputs["prompt_attention_mask"].sum()
-        )
+        # TRL's chosen/rejected masks already cover the prompt (prompt + answer), like alphapo's rows
+        callback.batch_tokens = int(inputs["chosen_attention_mask"].sum() + inputs["rejected_attention_mask"].sum())
         return original(model, inputs, *rest, **kw)
 
     trainer.training_step = training_step

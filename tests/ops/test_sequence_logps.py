@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alphapo.errors import InputError
-from alphapo.ops import sequence_logps, sequence_mean_logits, tile_shape
+from alphapo.ops import sequence_logps, sequence_mean_logits, single_pass_pays, tile_shape
 from tests.ops.reference import naive_mean_logits, naive_sequence_logps
 
 B, T, H, V = 3, 47, 31, 123
@@ -190,3 +190,27 @@ def test_backward_twice_through_a_retained_graph():
         assert torch.allclose(got, want, atol=1e-10)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+def test_single_pass_runs_only_where_its_tiles_pay():
+    # 4 MiB budget, 16384-word vocabulary: 64 tokens fit a whole-vocabulary tile, fewer than 128
+    assert not single_pass_pays(300, 16_384, 4 * 2**20)
+    assert single_pass_pays(60, 16_384, 4 * 2**20)  # every token fits one tile
+    assert single_pass_pays(300, 4_096, 4 * 2**20)  # 256 tokens a tile
+    assert single_pass_pays(300, 16_384, 4 * 2**20, chunk_size=8)  # explicit tiles are the caller's choice
+
+
+def test_single_pass_falls_back_to_two_pass_with_the_same_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 100, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(16_384, 8, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 16_384, (3, 100))
+    promised = torch.ones(3, dtype=torch.float64)
+    logps, _ = sequence_logps(hidden, weight, labels, grad_weights=promised)
+    # two-pass ran: a gradient that is not a multiple of the promise is applied, not refused
+    upstream = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    got = torch.autograd.grad((logps * upstream).sum(), (hidden, weight))
+    logps_naive, _ = naive_sequence_logps(hidden, weight, labels)
+    want = torch.autograd.grad((logps_naive * upstream).sum(), (hidden, weight))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

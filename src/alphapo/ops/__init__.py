@@ -12,6 +12,7 @@ from alphapo.ops.sequence_logps import (
     gradient_floor_bytes,
     sequence_logps,
     sequence_mean_logits,
+    single_pass_pays,
     tile_budget_bytes,
     tile_shape,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "model_sequence_logps",
     "sequence_logps",
     "sequence_mean_logits",
+    "single_pass_pays",
     "tile_budget_bytes",
     "tile_shape",
 ]

@@ -24,7 +24,8 @@ Gradients (w_t = incoming per-sequence gradient of token t's sequence, p = softm
 scaling it by ``w``. Each vocabulary block's rows of ``grad_weight`` receive one
 GEMM per token block, in place. FLOPs: 8*M*H*V (forward GEMM, recompute, two gradient GEMMs);
 single-pass mode needs 6*M*H*V when ``d loss / d logps`` is known in advance (linear losses such as
-SFT's NLL) and promised through ``grad_weights``.
+SFT's NLL) and promised through ``grad_weights``, and runs when its whole-vocabulary tiles are wide
+enough to pay (:func:`single_pass_pays`).
 
 Tiles: by default sized from a memory budget (:func:`tile_shape`), balanced so that the GEMMs stay
 large (measured on a 2-core EPYC with MKL: [V, 80] tiles ran at ~60 GF/s, [2560, 1024] tiles at
@@ -47,6 +48,12 @@ from alphapo.errors import InputError
 CHUNK_BUDGET_FRACTION = 0.06
 """The tile buffer may add this fraction to the memory the op needs anyway (the gradient buffers for
 hidden and weight), between 4 MiB and 1 GiB."""
+
+SINGLE_PASS_MIN_TOKENS = 128
+"""Single-pass mode runs only when a whole-vocabulary tile within the budget holds this many tokens
+(or all of them). Narrower tiles make skinny GEMMs: measured on a 2-core EPYC with MKL, [32000, 512]
+x [512, c] ran at 85 GF/s for c = 32 and 158 GF/s for c = 128, so 6NHV on 32-token tiles took longer
+than 8NHV on the two-pass schedule's square tiles. Below it the op runs two-pass (same results)."""
 
 
 class SequenceLogps(NamedTuple):
@@ -94,6 +101,20 @@ def tile_shape(
     blocks = math.ceil(n_tokens / max(1, math.isqrt(elements)))
     tokens = math.ceil(n_tokens / blocks)
     return tokens, min(vocab, max(1, elements // tokens))
+
+
+def single_pass_pays(
+    n_tokens: int, vocab: int, budget_bytes: int, chunk_size: int | None = None, vocab_chunk_size: int | None = None
+) -> bool:
+    """Whether a caller's ``grad_weights`` are used (single-pass, 6NHV) or ignored (two-pass, 8NHV).
+
+    Explicit tile sizes are the caller's choice and always honoured; otherwise single-pass needs
+    whole-vocabulary tiles of at least :data:`SINGLE_PASS_MIN_TOKENS` tokens within the budget.
+    """
+    if chunk_size is not None or vocab_chunk_size is not None:
+        return True
+    tokens, _ = tile_shape(n_tokens, vocab, budget_bytes, whole_vocab=True)
+    return tokens >= min(SINGLE_PASS_MIN_TOKENS, max(n_tokens, 1))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -223,8 +244,10 @@ class _SequenceLogps(torch.autograd.Function):
         pos = (labels.reshape(-1) != ignore_index).nonzero().squeeze(1)  # [M] labelled positions
         y = labels.reshape(-1)[pos]
         rows = torch.div(pos, seq, rounding_mode="floor")  # [M] sequence of each labelled token
-        single_pass = grad_weights is not None
         budget = tile_budget_bytes(gradient_floor_bytes(hidden, weight))
+        single_pass = grad_weights is not None and single_pass_pays(
+            len(pos), vocab, budget, chunk_size, vocab_chunk_size
+        )
         tokens, vblock = tile_shape(len(pos), vocab, budget, chunk_size, vocab_chunk_size, whole_vocab=single_pass)
         if single_pass and vblock < vocab:
             raise InputError("sequence_logps: single-pass mode (grad_weights) needs whole-vocabulary tiles")
@@ -358,6 +381,8 @@ def sequence_logps(
         grad_weights: single-pass mode. [B] values of ``d loss / d logps`` that the caller's loss will
             produce (up to one uniform factor, e.g. gradient accumulation); gradients are formed in
             the forward pass (6NHV instead of 8NHV FLOPs) and the backward only rescales them.
+            Ignored (two-pass, same results) when the memory budget's whole-vocabulary tiles would
+            be too narrow to pay (:func:`single_pass_pays`), unless tile sizes are given.
 
     Returns:
         ``SequenceLogps(logps [B], n_tokens [B])``; a row with no labelled token gets logp 0, n 0.
