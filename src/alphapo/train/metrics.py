@@ -74,10 +74,18 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
 
+LINE_LABELS = {  # logged metric -> its label on the progress line ("chosen" alone would be ambiguous)
+    "loss": "loss",
+    "rewards/accuracies": "acc",
+    "rewards/margins": "margin",
+    "logps/chosen": "logp_chosen",
+    "displacement/chosen": "displ_chosen",
+    "grad_norm": "grad_norm",
+}
+
+
 class Progress:
     """A progress bar with ETA and tokens/s on an interactive terminal, plain log lines otherwise."""
-
-    KEYS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "displacement/chosen", "grad_norm")
 
     def __init__(self, mode: str, total: int, start: int, enabled: bool):
         interactive = sys.stderr.isatty()
@@ -105,7 +113,7 @@ class Progress:
     def update(self, step: int, tokens_per_s: float, metrics: dict | None) -> None:
         info = f"{tokens_per_s:,.0f} tok/s"
         if metrics:
-            info += " " + " ".join(f"{k.split('/')[-1]}={metrics[k]:.4g}" for k in self.KEYS if k in metrics)
+            info += " " + " ".join(f"{label}={metrics[k]:.4g}" for k, label in LINE_LABELS.items() if k in metrics)
         if self.bar is not None:
             self.bar.update(self.task, completed=step, info=info)
         elif self.mode == "lines" and metrics is not None:
