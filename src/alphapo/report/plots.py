@@ -25,6 +25,13 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write as PNG (every report plot at the same resolution) and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
 def plot_training_curves(logs: dict[str, list[dict]], path: Path) -> Path | None:
     """One panel per metric group, one colour per method (solid: chosen, dashed: rejected)."""
     logs = {name: log for name, log in logs.items() if log}
@@ -46,9 +53,7 @@ def plot_training_curves(logs: dict[str, list[dict]], path: Path) -> Path | None
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -73,7 +78,5 @@ def plot_results(summary: dict, path: Path) -> Path | None:
         ax.set_title(f"{title} (95% bootstrap interval)")
         ax.legend()
         ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path

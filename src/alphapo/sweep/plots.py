@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from alphapo.report.plots import pyplot
+from alphapo.report.plots import pyplot, save_figure
 
 
 def _mean_curve(runs: list[list[dict]], x_key: str, y_key: str) -> tuple[list[float], list[float]]:
@@ -51,9 +51,7 @@ def plot_displacement(logs: dict[str, list[list[dict]]], path: Path) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_frontier(frontiers: dict[str, list[list[dict]]], path: Path) -> None:
@@ -72,9 +70,7 @@ def plot_frontier(frontiers: dict[str, list[list[dict]]], path: Path) -> None:
     ax.set_title("Over-optimisation frontier (points: evaluations during training, labelled by step)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_margin_vs_chosen(logs: dict[str, list[list[dict]]], path: Path) -> None:
@@ -96,6 +92,4 @@ def plot_margin_vs_chosen(logs: dict[str, list[list[dict]]], path: Path) -> None
     ax.set_title("Margin against chosen log-prob change (square: start, dot: end; left of 0: displaced)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
