@@ -57,14 +57,15 @@ def test_alphapo_sequence_weights_match_the_formula():
     n = torch.tensor([3.0, 2.0, 4.0, 3.0], dtype=torch.float64)
     alpha, beta, gamma = 0.5, 2.0, 0.3
     w_chosen, w_rejected = sequence_weights(logps, n, 2, "alphapo", {"alpha": alpha, "beta": beta, "gamma": gamma}, ())
+    lp, nn = logps.tolist(), n.tolist()  # plain floats: the expected values are computed without torch
     for i in range(2):
-        lw, ll = logps[i] / n[i], logps[2 + i] / n[2 + i]
+        lw, ll = lp[i] / nn[i], lp[2 + i] / nn[2 + i]
         shape = lambda v: (1 - math.exp(-alpha * v)) / alpha  # noqa: E731
         margin = beta * (shape(lw) - shape(ll)) - gamma
         sig = 1 / (1 + math.exp(margin))  # sigmoid(-margin) = -dL/dmargin
         # dL/dlogp_w = -sig * beta * exp(-alpha l_w) / n_w: the p^-alpha factor of AlphaPO
-        assert w_chosen[i].item() == pytest.approx(sig * beta * math.exp(-alpha * lw) / n[i], rel=1e-12)
-        assert w_rejected[i].item() == pytest.approx(sig * beta * math.exp(-alpha * ll) / n[2 + i], rel=1e-12)
+        assert w_chosen[i].item() == pytest.approx(sig * beta * math.exp(-alpha * lw) / nn[i], rel=1e-12)
+        assert w_rejected[i].item() == pytest.approx(sig * beta * math.exp(-alpha * ll) / nn[2 + i], rel=1e-12)
 
 
 def test_diagnostics_are_logged_every_n_steps(assets, tmp_path):
