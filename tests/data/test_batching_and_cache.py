@@ -50,9 +50,9 @@ def count_tokenizations(monkeypatch):
     calls = []
     original = dataset_module._tokenize_all
 
-    def counting(cfg, tokenizer):
+    def counting(cfg, tokenizer, quiet):
         calls.append(1)
-        return original(cfg, tokenizer)
+        return original(cfg, tokenizer, quiet)
 
     monkeypatch.setattr(dataset_module, "_tokenize_all", counting)
     return calls
@@ -81,7 +81,7 @@ def test_cache_hit_and_invalidation(tmp_path, tokenizer, bos_template_tokenizer,
 
 def test_cache_keeps_the_skipped_rows_report(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "d.jsonl", [*PAIRED, {"prompt": "Q?", "chosen": " A.", "rejected": " A."}])
-    cfg = DataConfig(paths=[source], on_bad_row="skip")
+    cfg = DataConfig(paths=[source], max_bad_fraction=0.5)
     first = load_dataset_for_training(cfg, tokenizer, tmp_path / "out", quiet=True)
     (tmp_path / "out" / "skipped_rows.jsonl").unlink()
     again = load_dataset_for_training(cfg, tokenizer, tmp_path / "out", quiet=True)

@@ -107,7 +107,7 @@ def test_column_mapping_and_format_override(tmp_path, tokenizer):
     with pytest.raises(DataError, match="cannot tell the data format from its columns"):
         load(tmp_path, rows, tokenizer)
     with pytest.raises(DataError, match=r"row 1: field 'prompt': missing column"):
-        load(tmp_path, [{"chosen": "a", "rejected": "b"}], tokenizer, format="paired")
+        load(tmp_path, [{"chosen": "a", "rejected": "b"}], tokenizer, format="paired", on_bad_row="error")
 
 
 def test_labels_mask_prompt_and_padding(tmp_path, tokenizer):
@@ -152,12 +152,12 @@ def test_completion_truncated_to_zero_is_dropped_and_recorded(tmp_path, tokenize
 
     long_prompt = "The quick brown fox jumps over the lazy dog. " * 10
     rows = [*PAIRED, {"prompt": long_prompt, "chosen": " An apple.", "rejected": " A dog."}]
-    ds = load(tmp_path, rows, tokenizer, max_length=16, max_prompt_length=None)
+    ds = load(tmp_path, rows, tokenizer, max_length=16, max_prompt_length=None, max_bad_fraction=0.5)
     assert len(ds) == 3 and ds.report.rows_read == 4
     skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped_rows.jsonl").read_text().splitlines()]
     assert len(skipped) == 1 and skipped[0]["kind"] == "empty_after_truncation" and skipped[0]["row"] == 4
     assert skipped[0]["data"]["prompt"] == long_prompt
-    assert "dropped (completion truncated to zero tokens)" in ds.report.summary()
+    assert "1 skipped (1 x prompt: no room left for the completion under max_length=16" in ds.report.summary()
 
 
 def test_no_template_for_conversations_is_a_clear_error(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from alphapo.data import DataConfig, load_dataset_for_training
-from alphapo.data.readers import read_rows
+from alphapo.data.readers import UnreadableRow, read_rows
 from alphapo.errors import DataError
 from tests.data.conftest import PAIRED, write_json, write_jsonl, write_parquet
 
@@ -48,8 +48,12 @@ def test_dataset_dict_needs_a_split(tmp_path):
 def test_broken_json_line_is_named(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", \n')
-    with pytest.raises(DataError, match=r"bad.jsonl: row 2: not valid JSON"):
-        list(read_rows(str(path)))
+    rows = list(read_rows(str(path)))
+    assert rows[0] == (1, {"prompt": "a", "chosen": "b", "rejected": "c"})
+    number, bad = rows[1]
+    assert number == 2 and isinstance(bad, UnreadableRow)
+    assert bad.reason == "not valid JSON (Expecting property name enclosed in double quotes at character 18)"
+    assert bad.raw.startswith('{"prompt": "a",')
 
 
 def test_missing_file_and_unknown_type(tmp_path):

@@ -49,7 +49,9 @@ def write(tmp_path, bad):
 def test_error_policy_names_file_row_and_field(tmp_path, tokenizer, bad, field, reason):
     source = write(tmp_path, bad)
     with pytest.raises(DataError) as info:
-        load_dataset_for_training(DataConfig(paths=[source]), tokenizer, tmp_path / "out", quiet=True)
+        load_dataset_for_training(
+            DataConfig(paths=[source], on_bad_row="error"), tokenizer, tmp_path / "out", quiet=True
+        )
     message = str(info.value)
     assert message.startswith(f"{source}: row 2: field '{field}': ")
     assert reason in message and "on_bad_row=skip" in message
@@ -58,7 +60,8 @@ def test_error_policy_names_file_row_and_field(tmp_path, tokenizer, bad, field, 
 @pytest.mark.parametrize(("bad", "field", "reason"), BAD_ROWS, ids=[r for _, _, r in BAD_ROWS])
 def test_skip_policy_records_every_skipped_row(tmp_path, tokenizer, capsys, bad, field, reason):
     source = write(tmp_path, bad)
-    ds = load_dataset_for_training(DataConfig(paths=[source], on_bad_row="skip"), tokenizer, tmp_path / "out")
+    cfg = DataConfig(paths=[source], max_bad_fraction=0.5)  # skip is the default
+    ds = load_dataset_for_training(cfg, tokenizer, tmp_path / "out")
     assert len(ds) == 2 and ds.report.rows_read == 3
     lines = (tmp_path / "out" / "skipped_rows.jsonl").read_text().splitlines()
     assert len(lines) == 1
@@ -66,7 +69,7 @@ def test_skip_policy_records_every_skipped_row(tmp_path, tokenizer, capsys, bad,
     assert entry["source"] == source and entry["row"] == 2 and entry["field"] == field
     assert reason in entry["reason"] and entry["data"] == json.loads(json.dumps(bad))
     printed = capsys.readouterr().err
-    assert "data: 3 rows read, 2 kept, 1 bad rows skipped" in printed and "skipped_rows.jsonl" in printed
+    assert f"data: 3 rows read, 2 kept, 1 skipped (1 x {field}: " in printed and "skipped_rows.jsonl" in printed
 
 
 def test_conversations_that_differ_before_the_last_turn(tmp_path, tokenizer):
@@ -78,7 +81,9 @@ def test_conversations_that_differ_before_the_last_turn(tmp_path, tokenizer):
     ]
     source = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(DataError, match="row 1: field 'rejected': chosen and rejected differ before"):
-        load_dataset_for_training(DataConfig(paths=[source]), tokenizer, tmp_path / "out", quiet=True)
+        load_dataset_for_training(
+            DataConfig(paths=[source], on_bad_row="error"), tokenizer, tmp_path / "out", quiet=True
+        )
 
 
 def test_no_usable_rows_is_an_error(tmp_path, tokenizer):

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1  # bump when the tokenised layout or the rules in tokenize.py change
+CACHE_VERSION = 2  # bump when the tokenised layout or the rules in tokenize.py change
 
 
 def _hash_file(digest, path: Path) -> None:

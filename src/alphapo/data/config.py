@@ -36,7 +36,12 @@ class DataConfig(BaseModel):
     max_length: int | None = Field(default=1024, gt=1)
     max_prompt_length: int | None = Field(default=512, gt=0)
     truncation_mode: Literal["keep_end", "keep_start"] = "keep_end"
-    on_bad_row: Literal["error", "skip"] = "error"
+    on_bad_row: Literal["error", "skip"] = "skip"
+    """``skip``: rows that cannot be trained on are skipped, counted by reason and written to
+    ``skipped_rows.jsonl``; ``error``: the first one stops the run (file, row and field named)."""
+    max_bad_fraction: float = Field(default=0.1, ge=0, le=1)
+    """Stop when more than this share of the rows read had to be skipped: the data or the settings
+    are then wrong, not a few rows."""
     pad_to_multiple_of: int | None = Field(default=None, gt=0)
     max_rows: int | None = Field(default=None, gt=0)
     """Read at most this many rows per file (for quick runs); the rest is not read."""

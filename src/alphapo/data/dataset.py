@@ -4,11 +4,15 @@
     ds = load_dataset_for_training(DataConfig(paths=["prefs.jsonl"]), tokenizer, output_dir="runs/x")
     ds.kind, len(ds), ds[0], ds.report
 
-Nothing is lost silently: with ``on_bad_row: error`` the first bad row raises a :class:`DataError`
-naming the file, row and field; with ``skip`` every skipped row, with its reason and content, goes to
-``<output_dir>/skipped_rows.jsonl``. Rows whose completion truncation would leave empty are always
-dropped (a completion with no token carries no signal and gives NaN), counted and recorded there too.
-A one-line summary is printed either way.
+Nothing is lost silently. With ``on_bad_row: skip`` (the default) a row that cannot be trained on
+(unreadable JSON or bytes, a missing or mistyped field, an empty completion, identical chosen and
+rejected, ...) is skipped, and every skipped row goes, with its reason and content, to
+``<output_dir>/skipped_rows.jsonl``; if more than ``max_bad_fraction`` of the rows are skipped the
+run stops, since then the data or the settings are wrong rather than a few rows. With ``error`` the
+first bad row raises a :class:`DataError` naming the file, row and field. Rows whose completion
+truncation would leave empty are dropped in both modes and recorded the same way. Every truncated
+row is listed in ``truncated_rows.jsonl`` (how many prompt and completion tokens it had and kept).
+A summary is printed either way.
 """
 
 from __future__ import annotations
@@ -25,38 +29,63 @@ import torch
 from alphapo.data.cache import fingerprint, load_entry, save_entry, source_fingerprint, tokenizer_fingerprint
 from alphapo.data.config import DataConfig
 from alphapo.data.formats import BadRow, detect_format, to_example
-from alphapo.data.readers import read_rows
+from alphapo.data.readers import UnreadableRow, count_rows, read_rows
 from alphapo.data.tokenize import Tokenization
 from alphapo.errors import DataError
+from alphapo.progress import Progress
 
 SKIPPED_FILE = "skipped_rows.jsonl"
+TRUNCATED_FILE = "truncated_rows.jsonl"
+_DETECT_ROWS = 64  # readable rows the format is detected from
+_REPORT_FIELDS = (
+    "rows_read",
+    "rows_kept",
+    "truncated",
+    "truncated_prompts",
+    "truncated_completions",
+    "truncated_rows",
+    "skipped",
+    "formats",
+)
 
 
 @dataclass
 class DataReport:
-    """What loading did: counts, the skipped rows (with reasons) and whether the cache served it."""
+    """What loading did: counts, the skipped rows (with reasons), the truncated rows, and whether the
+    cache served it. ``truncated`` counts rows; ``truncated_prompts`` / ``truncated_completions``
+    count the prompts and the completions (two per pair) that were cut."""
 
     rows_read: int = 0
     rows_kept: int = 0
     truncated: int = 0
+    truncated_prompts: int = 0
+    truncated_completions: int = 0
+    truncated_rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
 
+    def reasons(self) -> Counter:
+        """Skipped rows counted by ``field: reason``."""
+        return Counter(f"{s['field']}: {s['reason']}" for s in self.skipped)
+
     def summary(self) -> str:
-        reasons = Counter(s["kind"] for s in self.skipped)
         parts = [f"{self.rows_read} rows read", f"{self.rows_kept} kept"]
-        if reasons["bad_row"]:
-            parts.append(f"{reasons['bad_row']} bad rows skipped")
-        if reasons["empty_after_truncation"]:
-            parts.append(f"{reasons['empty_after_truncation']} dropped (completion truncated to zero tokens)")
-        parts.append(f"{self.truncated} truncated")
+        if self.skipped:
+            top = self.reasons().most_common(3)
+            shown = "; ".join(f"{n} x {reason}" for reason, n in top)
+            more = len(self.reasons()) - len(top)
+            parts.append(f"{len(self.skipped)} skipped ({shown}{f'; {more} other reasons' if more > 0 else ''})")
+        cut = f"{self.truncated} truncated"
+        if self.truncated:
+            cut += f" ({self.truncated_prompts} prompts, {self.truncated_completions} completions cut)"
+        parts.append(cut)
         if self.cache_hit:
             parts.append("tokenised data from cache")
         return "data: " + ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("rows_read", "rows_kept", "truncated", "skipped", "formats")}
+        return {k: getattr(self, k) for k in _REPORT_FIELDS}
 
 
 class TokenizedDataset(torch.utils.data.Dataset):
@@ -96,62 +125,111 @@ def _item(index: int, source: str, row: int, kind: str, tokens, label) -> dict[s
     return item
 
 
-def _tokenize_all(cfg: DataConfig, tokenizer) -> tuple[list[dict[str, Any]], str, DataReport]:
+def _skip_entry(kind: str, source: str, number: int, field_name: str, reason: str, data: Any) -> dict[str, Any]:
+    return {"kind": kind, "source": source, "row": number, "field": field_name, "reason": reason, "data": data}
+
+
+def _with_format(source: str, cfg: DataConfig, report: DataReport):
+    """``(number, row)`` of ``source`` with its format detected from the first readable rows."""
+    rows = read_rows(source, cfg.split, cfg.max_rows)
+    head = []
+    for number, row in rows:
+        head.append((number, row))
+        if sum(isinstance(r, dict) for _, r in head) >= _DETECT_ROWS:
+            break
+    readable = [r for _, r in head if isinstance(r, dict)]
+    if not head:
+        raise DataError(f"{source}: no rows")
+    if not readable:
+        if cfg.on_bad_row == "error":
+            number, bad = head[0]
+            raise DataError(f"{source}: row {number}: {bad.reason}")
+        fmt = cfg.format if cfg.format != "auto" else "unknown"
+    else:
+        fmt = detect_format(readable, cfg, source)
+    report.formats[source] = fmt
+    yield from ((fmt, number, row) for number, row in head)
+    yield from ((fmt, number, row) for number, row in rows)
+
+
+def _tokenize_all(cfg: DataConfig, tokenizer, quiet: bool) -> tuple[list[dict[str, Any]], str, DataReport]:
     tokenization = Tokenization(tokenizer, cfg)
     report = DataReport()
     items: list[dict[str, Any]] = []
     kind = None
     for source in cfg.paths:
-        fmt = None
-        for number, row in read_rows(source, cfg.split, cfg.max_rows):
-            report.rows_read += 1
-            if fmt is None:
-                fmt = detect_format(row, cfg, source)
-                report.formats[source] = fmt
-            try:
-                example = to_example(row, fmt, cfg)
-                if kind is not None and example.kind != kind:
-                    raise DataError(f"{source}: {example.kind} rows cannot be mixed with {kind} rows of earlier files")
+        with Progress(f"tokenise {source}", count_rows(source), "rows", enabled=not quiet) as progress:
+            for fmt, number, row in _with_format(source, cfg, report):
+                report.rows_read += 1
+                progress.advance()
+                try:
+                    if isinstance(row, UnreadableRow):
+                        raise BadRow("(row)", row.reason)
+                    example = to_example(row, fmt, cfg)
+                    if kind is not None and example.kind != kind:
+                        raise DataError(
+                            f"{source}: {example.kind} rows cannot be mixed with {kind} rows of earlier files"
+                        )
+                    tokens = tokenization(example)
+                except BadRow as bad:
+                    if cfg.on_bad_row == "error":
+                        where = f"field {bad.field!r}: " if bad.field != "(row)" else ""
+                        raise DataError(
+                            f"{source}: row {number}: {where}{bad.reason} "
+                            "(set data.on_bad_row=skip to skip such rows; they are written to skipped_rows.jsonl)"
+                        ) from None
+                    data = row.raw if isinstance(row, UnreadableRow) else row
+                    report.skipped.append(_skip_entry("bad_row", source, number, bad.field, bad.reason, data))
+                    continue
                 kind = example.kind
-                tokens = tokenization(example)
-            except BadRow as bad:
-                if cfg.on_bad_row == "error":
-                    raise DataError(
-                        f"{source}: row {number}: field {bad.field!r}: {bad.reason} "
-                        "(set data.on_bad_row=skip to skip such rows; they are written to skipped_rows.jsonl)"
-                    ) from None
-                report.skipped.append(
-                    {
-                        "kind": "bad_row",
-                        "source": source,
-                        "row": number,
-                        "field": bad.field,
-                        "reason": bad.reason,
-                        "data": row,
-                    }
-                )
-                continue
-            report.truncated += tokens.truncated
-            if any(len(c) == 0 for c in tokens.completion_ids):
-                report.skipped.append(
-                    {
-                        "kind": "empty_after_truncation",
-                        "source": source,
-                        "row": number,
-                        "field": "prompt",
-                        "reason": "no room left for the completion under "
-                        f"max_length={cfg.max_length} (prompt has {len(tokens.prompt_ids)} tokens)",
-                        "data": row,
-                    }
-                )
-                continue
-            items.append(_item(len(items), source, number, example.kind, tokens, example.label))
-        if fmt is None:
-            raise DataError(f"{source}: no rows")
+                if tokens.truncated:
+                    report.truncated += 1
+                    report.truncated_prompts += tokens.prompt_truncated
+                    report.truncated_completions += tokens.completions_truncated
+                    report.truncated_rows.append(
+                        {
+                            "source": source,
+                            "row": number,
+                            "prompt_tokens": [tokens.prompt_length, len(tokens.prompt_ids)],
+                            "completion_tokens": [
+                                [n, len(c)]
+                                for n, c in zip(tokens.completion_lengths, tokens.completion_ids, strict=True)
+                            ],
+                        }
+                    )
+                if any(len(c) == 0 for c in tokens.completion_ids):
+                    reason = (
+                        f"no room left for the completion under max_length={cfg.max_length} "
+                        f"(prompt has {len(tokens.prompt_ids)} tokens)"
+                    )
+                    report.skipped.append(_skip_entry("empty_after_truncation", source, number, "prompt", reason, row))
+                    continue
+                items.append(_item(len(items), source, number, example.kind, tokens, example.label))
     report.rows_kept = len(items)
     if not items:
         raise DataError(f"no usable rows in {', '.join(cfg.paths)} ({report.summary()})")
     return items, kind, report
+
+
+def _check_bad_share(cfg: DataConfig, report: DataReport, where: str) -> None:
+    share = len(report.skipped) / max(report.rows_read, 1)
+    if share > cfg.max_bad_fraction:
+        raise DataError(
+            f"{', '.join(cfg.paths)}: {len(report.skipped)} of {report.rows_read} rows ({share:.1%}) could not be "
+            "used, more than "
+            f"data.max_bad_fraction={cfg.max_bad_fraction:g}: {report.summary()}{where}. Fix the data or the "
+            "settings (columns, format, max_length), or raise data.max_bad_fraction"
+        )
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            for entry in rows:
+                f.write(json.dumps(entry, default=str) + "\n")
+    elif path.exists():
+        path.unlink()  # from an earlier run over other data
 
 
 def load_dataset_for_training(
@@ -159,8 +237,9 @@ def load_dataset_for_training(
 ) -> TokenizedDataset:
     """Read, validate and tokenise ``cfg.paths``, using the on-disk cache when it matches.
 
-    ``output_dir`` receives ``skipped_rows.jsonl`` when any row was skipped or dropped, and holds the
-    cache (``<output_dir>/cache``) unless ``cfg.cache_dir`` is set.
+    ``output_dir`` receives ``skipped_rows.jsonl`` when any row was skipped or dropped and
+    ``truncated_rows.jsonl`` when any was truncated, and holds the cache (``<output_dir>/cache``)
+    unless ``cfg.cache_dir`` is set.
     """
     if not cfg.paths:
         raise DataError("no data: set data.paths to one or more files")
@@ -176,24 +255,21 @@ def load_dataset_for_training(
     cached = load_entry(cache_dir, key) if cache_dir else None
     if cached is not None:
         items, stored = cached
-        report = DataReport(
-            **{k: stored[k] for k in ("rows_read", "rows_kept", "truncated", "skipped", "formats")}, cache_hit=True
-        )
+        report = DataReport(**{k: stored[k] for k in _REPORT_FIELDS}, cache_hit=True)
         kind = stored["kind"]
     else:
-        items, kind, report = _tokenize_all(cfg, tokenizer)
+        items, kind, report = _tokenize_all(cfg, tokenizer, quiet)
         if cache_dir:
             save_entry(cache_dir, key, items, {**report.to_json(), "kind": kind})
+    where = ""
     if output is not None:
-        skipped_path = output / SKIPPED_FILE
-        if report.skipped:
-            output.mkdir(parents=True, exist_ok=True)
-            with open(skipped_path, "w") as f:
-                for entry in report.skipped:
-                    f.write(json.dumps(entry, default=str) + "\n")
-        elif skipped_path.exists():
-            skipped_path.unlink()  # from an earlier run over other data
+        _write_rows(output / SKIPPED_FILE, report.skipped)
+        _write_rows(output / TRUNCATED_FILE, report.truncated_rows)
+        files = [
+            name for name, rows in ((SKIPPED_FILE, report.skipped), (TRUNCATED_FILE, report.truncated_rows)) if rows
+        ]
+        where = f" (see {', '.join(str(output / f) for f in files)})" if files else ""
+    _check_bad_share(cfg, report, where)
     if not quiet:
-        where = f" (see {output / SKIPPED_FILE})" if report.skipped and output is not None else ""
         print(report.summary() + where, file=sys.stderr)
     return TokenizedDataset(items, kind, report, key)

@@ -8,6 +8,7 @@ conversations (lists of ``{"role", "content"}`` messages). A row that cannot be 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,10 +39,8 @@ class Example:
     conversational: bool = False
 
 
-def detect_format(row: dict[str, Any], cfg: DataConfig, source: str) -> str:
-    """The format of ``source``, from ``cfg.format`` or the columns of its first row."""
-    if cfg.format != "auto":
-        return cfg.format
+def row_format(row: dict[str, Any], cfg: DataConfig) -> str | None:
+    """The format one row's columns suggest, or None when they fit none."""
     cols = set(row)
     if {cfg.completion_column, cfg.label_column} <= cols:
         return "unpaired"
@@ -49,8 +48,20 @@ def detect_format(row: dict[str, Any], cfg: DataConfig, source: str) -> str:
         return "paired" if cfg.prompt_column in cols else "implicit"
     if cfg.completion_column in cols or cfg.messages_column in cols:
         return "sft"
+    return None
+
+
+def detect_format(rows: list[dict[str, Any]], cfg: DataConfig, source: str) -> str:
+    """The format of ``source``: ``cfg.format``, or the one most of ``rows`` (its first readable rows)
+    suggest, so that a few bad rows at the top of a file do not decide it."""
+    if cfg.format != "auto":
+        return cfg.format
+    votes = Counter(f for f in (row_format(r, cfg) for r in rows) if f is not None)
+    if votes:
+        return votes.most_common(1)[0][0]
+    columns = sorted(rows[0]) if rows else []
     raise DataError(
-        f"{source}: cannot tell the data format from its columns {sorted(cols)}: expected prompt/chosen/rejected, "
+        f"{source}: cannot tell the data format from its columns {columns}: expected prompt/chosen/rejected, "
         f"chosen/rejected, prompt/completion/label or prompt/completion (rename with data.*_column, or set data.format)"
     )
 
@@ -64,6 +75,18 @@ def _get(row: dict[str, Any], column: str) -> Any:
     return value
 
 
+def _valid_unicode(text: str, field: str, where: str = "") -> str:
+    """``text`` unless it holds a lone surrogate (JSON allows ``\\ud800``; no tokenizer does)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BadRow(
+            field,
+            f"{where}not valid Unicode: an unpaired surrogate \\u{ord(text[err.start]):04x} at character {err.start}",
+        ) from None
+    return text
+
+
 def _check_messages(value: Any, field: str, *, final_assistant: bool) -> list[dict[str, str]]:
     if not value:
         raise BadRow(field, "empty conversation")
@@ -74,6 +97,7 @@ def _check_messages(value: Any, field: str, *, final_assistant: bool) -> list[di
             raise BadRow(field, f"message {i} has unknown role {message['role']!r} (expected one of {sorted(ROLES)})")
         if not isinstance(message["content"], str):
             raise BadRow(field, f"message {i} content must be a string, got {type(message['content']).__name__}")
+        _valid_unicode(message["content"], field, f"message {i} is ")
         if not message["content"].strip() and message["role"] == "assistant":
             raise BadRow(field, f"message {i} is an empty assistant turn")
     if final_assistant and value[-1]["role"] != "assistant":
@@ -85,7 +109,7 @@ def _text_or_messages(value: Any, field: str, *, completion: bool) -> Text:
     if isinstance(value, str):
         if not value.strip():
             raise BadRow(field, "empty text")
-        return value
+        return _valid_unicode(value, field)
     if isinstance(value, list):
         return _check_messages(value, field, final_assistant=completion)
     raise BadRow(field, f"expected a string or a list of messages, got {type(value).__name__}")

@@ -24,9 +24,25 @@ from alphapo.errors import ConfigError
 
 @dataclass
 class Tokenized:
+    """Token ids after truncation, with the lengths before it (to report what was cut)."""
+
     prompt_ids: list[int]
     completion_ids: list[list[int]]
-    truncated: bool
+    prompt_length: int  # tokens before truncation
+    completion_lengths: list[int]
+
+    @property
+    def prompt_truncated(self) -> bool:
+        return len(self.prompt_ids) < self.prompt_length
+
+    @property
+    def completions_truncated(self) -> int:
+        """How many of the completions were cut."""
+        return sum(len(c) < n for c, n in zip(self.completion_ids, self.completion_lengths, strict=True))
+
+    @property
+    def truncated(self) -> bool:
+        return self.prompt_truncated or self.completions_truncated > 0
 
 
 class Tokenization:
@@ -111,10 +127,9 @@ class Tokenization:
 
     def truncate(self, prompt: list[int], completions: list[list[int]]) -> Tokenized:
         cfg = self.cfg
-        truncated = False
+        before = (len(prompt), [len(c) for c in completions])
         keep = cfg.max_prompt_length
         if keep is not None and len(prompt) > keep:
-            truncated = True
             if cfg.truncation_mode == "keep_start":
                 prompt = prompt[:keep]
             elif self.bos is not None and prompt[:1] == [self.bos] and keep > 1:
@@ -122,8 +137,6 @@ class Tokenization:
             else:
                 prompt = prompt[len(prompt) - keep :]
         if cfg.max_length is not None:
-            room = cfg.max_length - len(prompt)
-            if any(len(c) > room for c in completions):
-                truncated = True
-                completions = [c[: max(room, 0)] for c in completions]
-        return Tokenized(prompt, completions, truncated)
+            room = max(cfg.max_length - len(prompt), 0)
+            completions = [c[:room] for c in completions]
+        return Tokenized(prompt, completions, *before)

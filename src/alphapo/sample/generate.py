@@ -26,7 +26,7 @@ from alphapo.errors import StageError
 def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Rows of a stage's input file (JSONL, or any format the data layer reads); a clear error naming
     the stage, file, row and field when one is unusable."""
-    from alphapo.data.readers import read_rows
+    from alphapo.data.readers import UnreadableRow, read_rows
     from alphapo.errors import DataError
 
     path = Path(path)
@@ -35,6 +35,8 @@ def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> li
     rows = []
     try:
         for number, row in read_rows(str(path)):
+            if isinstance(row, UnreadableRow):
+                raise StageError(f"{stage}: {path}: row {number}: {row.reason}")
             for field in required:
                 if field not in row:
                     raise StageError(f"{stage}: {path}: row {number}: missing field {field!r}")
