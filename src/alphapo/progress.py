@@ -71,7 +71,7 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self.t0 < self.delay and (self.total is None or self.done < self.total):
+        if now - self.t0 < self.delay:  # short passes print nothing
             return
         if self.interactive:
             self._bar_update()

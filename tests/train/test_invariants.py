@@ -102,10 +102,14 @@ def test_reference_free_losses_never_build_a_reference(assets, tmp_path, monkeyp
 
     import alphapo.train.loop as loop
 
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass over the dataset ran before training a reference-free loss")
+
     monkeypatch.setattr(loop, "prepare_tables", spy)
+    monkeypatch.setattr(tables_module, "compute_table", no_pass)
     for name in ("alphapo", "simpo", "cpo", "orpo"):
         train(make_config(assets, tmp_path / name, loss={"name": name}, train={"max_steps": 1}))
-        assert seen["tables"].reference is None and "reference_key" not in seen["tables"].keys
+        assert seen["tables"].reference is None and seen["tables"].initial is None and not seen["tables"].keys
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ def test_logged_metrics_match_a_hand_computation(assets, tmp_path):
             out,
             loss={"name": "alphapo", "beta": beta, "gamma": gamma, "alpha": alpha},
             train={"batch_size": 24, "max_steps": 1},
+            diagnostics={"displacement": "dataset"},  # the starting table: step 1's batch shows 0
         )
     )
     logged = read_metrics(out)[0]
@@ -105,9 +106,7 @@ def test_nan_stops_with_a_clear_message_or_skips(assets, tmp_path, monkeypatch):
 
     monkeypatch.setattr(objectives.PreferenceObjective, "__call__", poisoned)
     out = tmp_path / "stop"
-    with pytest.raises(
-        TrainingError, match=r"non-finite loss or gradient at step 3.*last good checkpoint is .*step-00000002"
-    ):
+    with pytest.raises(TrainingError, match=r"a non-finite loss at step 3.*last good checkpoint is .*step-00000002"):
         train(make_config(assets, out, checkpoint={"every": 2}))
     assert [p.name for p in complete_checkpoints(out)] == ["step-00000002"]
     calls["n"] = 0
@@ -171,3 +170,106 @@ def test_logged_values_average_every_step_of_the_window(assets, tmp_path):
         for key in ("loss", "rewards/margins", "logps/chosen"):
             assert r[key] == pytest.approx(sum(per_step[s][key] for s in steps) / 2, rel=1e-9)
         assert r["grad_norm"] == per_step[r["step"]]["grad_norm"]  # step values: the last step's
+
+
+def test_probe_displacement_matches_a_hand_computation(assets, tmp_path):
+    """Reference-free default: the probe holds the first 6 pairs visited (step 1's 4 at the starting
+    model, step 2's first 2 after one update) and re-measures them every 2 steps."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alphapo.data import Collator, DataConfig, load_dataset_for_training
+    from alphapo.ops.model_logps import logits_sequence_logps
+    from alphapo.train.loop import _step_batches
+
+    diagnostics = {"displacement_pairs": 6, "displacement_every": 2}
+    cfg = make_config(assets, tmp_path / "run", train={"batch_size": 4, "max_steps": 2}, diagnostics=diagnostics)
+    assert cfg.displacement_mode() == "probe"
+    final = train(cfg)
+    after_one = train(make_config(assets, tmp_path / "one", train={"batch_size": 4, "max_steps": 1}))
+    logged = read_metrics(tmp_path / "run")
+    assert "displacement/chosen" not in logged[0] and "displacement/chosen" in logged[1]
+
+    tokenizer = AutoTokenizer.from_pretrained(assets["model"])
+    ds = load_dataset_for_training(
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32), tokenizer, tmp_path / "h", quiet=True
+    )
+    order = _step_batches(ds, cfg, 1, 0)
+    first_visit = [(i, assets["model"]) for i in order[0]] + [(i, after_one.model_dir) for i in order[1][:2]]
+
+    def logps(model_dir, ids):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+        batch = Collator(tokenizer.pad_token_id)([ds[i] for i in ids])
+        with torch.no_grad():
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        values = logits_sequence_logps(out, batch["labels"])
+        return values[: len(ids)], values[len(ids) :]
+
+    start = [logps(path, [i]) for i, path in first_visit]
+    start_c = torch.cat([c for c, _ in start])
+    start_r = torch.cat([r for _, r in start])
+    end_c, end_r = logps(final.model_dir, [i for i, _ in first_visit])
+    assert logged[1]["displacement/chosen"] == pytest.approx((end_c - start_c).mean().item(), abs=1e-4)
+    assert logged[1]["displacement/rejected"] == pytest.approx((end_r - start_r).mean().item(), abs=1e-4)
+    assert logged[1]["displacement/chosen_fell"] == pytest.approx((end_c < start_c).double().mean().item())
+    assert (end_c - start_c).abs().max() > 1e-2  # the check is not vacuous: the model moved
+
+
+def test_automatic_probe_interval_bounds_its_cost():
+    from alphapo.train.displacement import automatic_every
+
+    assert automatic_every(256, 128, 10) == 10  # paper-scale batches: every logged step
+    assert automatic_every(256, 8, 10) == 110  # 256 / (0.1 * 3 * 8) = 106.7 -> the next multiple of 10
+    assert automatic_every(6, 4, 1) == 5
+
+
+def _poison_logps(monkeypatch, bad_calls):
+    """Make the policy's log-probs NaN on the given forward calls (1-based), as exploded weights do."""
+    import alphapo.train.objectives as objectives
+
+    original = objectives.batch_logps
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        logps, n_tokens, logits = original(*args, **kwargs)
+        if calls["n"] in bad_calls:
+            logps = logps * float("nan")
+        return logps, n_tokens, logits
+
+    monkeypatch.setattr(objectives, "batch_logps", poisoned)
+
+
+def test_skip_policy_skips_non_finite_log_probs(assets, tmp_path, monkeypatch, capsys):
+    _poison_logps(monkeypatch, {2})
+    start = weights(assets["model"])
+    result = train(make_config(assets, tmp_path / "run", train={"max_steps": 4, "nan_policy": "skip"}))
+    records = read_metrics(tmp_path / "run")
+    assert result.status == "completed" and [r["skipped_steps"] for r in records] == [0, 1, 1, 1]
+    assert "step 2 skipped: non-finite policy log-probs" in capsys.readouterr().err
+    trained = weights(result.model_dir)
+    assert all(torch.isfinite(v).all() for v in trained.values())
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+
+
+def test_stop_policy_names_the_log_probs(assets, tmp_path, monkeypatch):
+    _poison_logps(monkeypatch, {2})
+    with pytest.raises(TrainingError, match=r"non-finite policy log-probs at step 2.*no checkpoint was saved yet"):
+        train(make_config(assets, tmp_path / "run", train={"max_steps": 4}))
+
+
+def test_skipping_stops_after_the_limit_in_a_row(assets, tmp_path, monkeypatch):
+    _poison_logps(monkeypatch, {2, 3, 4})
+    cfg = make_config(assets, tmp_path / "run", train={"max_steps": 8, "nan_policy": "skip", "nan_skip_limit": 3})
+    with pytest.raises(TrainingError, match=r"3 steps in a row skipped \(non-finite policy log-probs at step 4"):
+        train(cfg)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_run_whose_every_step_was_skipped_is_not_a_success(assets, tmp_path, monkeypatch):
+    _poison_logps(monkeypatch, set(range(1, 10)))
+    cfg = make_config(assets, tmp_path / "run", train={"max_steps": 3, "nan_policy": "skip", "nan_skip_limit": 5})
+    with pytest.raises(
+        TrainingError, match=r"all 3 steps were skipped .* nothing was trained and no model was written"
+    ):
+        train(cfg)
+    assert not (tmp_path / "run" / "model").exists()

@@ -123,8 +123,10 @@ class LoopConfig(_Strict):
     """Before training, check the fused log-probs against the model's own logits on one example (a
     model whose code changes its logits after the head, in a way alphapo cannot see, is refused)."""
     nan_policy: Literal["stop", "skip"] = "stop"
-    """On a non-finite loss or gradient: stop with a message (keeping the last good checkpoint), or skip
-    the step."""
+    """On a non-finite log-prob, loss or gradient: stop with a message (naming the step, what was
+    non-finite and the last good checkpoint), or skip the step (counted as ``skipped_steps``)."""
+    nan_skip_limit: int = Field(default=5, gt=0)
+    """With ``nan_policy: skip``, stop after this many skipped steps in a row."""
     group_by_length: bool = True
 
 
@@ -149,6 +151,18 @@ class DiagnosticsConfig(_Strict):
     every: int = Field(default=0, ge=0)
     probe_pairs: int = Field(default=4, gt=0)
     entanglement: Literal["parameters", "last_hidden"] = "parameters"
+    displacement: Literal["auto", "dataset", "probe", "off"] = "auto"
+    """Likelihood displacement metrics (``displacement/*``: current minus starting log-prob).
+    ``dataset``: every pair's starting log-prob, from a pass over the data before training (free when
+    the reference table is the starting policy, as for DPO with the default reference), reported on
+    each step's batch. ``probe``: the first ``displacement_pairs`` pairs training visits, with their
+    log-probs at that first visit, re-measured every ``displacement_every`` steps
+    (``alphapo.train.displacement``); no pass before the first step. ``auto``: dataset when it is
+    free, else probe. ``off``: none."""
+    displacement_pairs: int = Field(default=256, gt=0)
+    displacement_every: int | None = Field(default=None, gt=0)
+    """None: every logging step, or less often where re-measuring the probe would cost over 10% of
+    training time."""
 
 
 class TrainConfig(_Strict):
@@ -190,6 +204,15 @@ class TrainConfig(_Strict):
             if spec.needs_reference and self.reference.kind == "none":
                 raise ValueError(f"loss {self.loss.name!r} needs a reference: reference.kind cannot be none")
         return self
+
+    def displacement_mode(self) -> str:
+        """The resolved displacement source: dataset, probe or off."""
+        mode = self.diagnostics.displacement
+        if self.task == "sft":
+            return "off"
+        if mode == "auto":
+            return "dataset" if self.reference_kind() == "precompute" else "probe"
+        return mode
 
     def reference_kind(self) -> str:
         """The resolved reference source: none, precompute, model or soup."""

@@ -28,6 +28,7 @@ from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
+from alphapo.train.displacement import DisplacementProbe, automatic_every
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import save_final_model
@@ -36,7 +37,8 @@ from alphapo.train.tables import prepare_tables
 
 
 class TrainingError(AlphapoError, RuntimeError):
-    """Training stopped: a non-finite loss or gradient (the message says where and what was kept)."""
+    """Training stopped: non-finite log-probs, loss or gradient, or nothing was trained (the message
+    says at which step, what, and which checkpoint was kept)."""
 
 
 @dataclass
@@ -152,12 +154,19 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    step_pairs = cfg.train.batch_size * world * accum
+    displacement = None  # the first-visit probe, for losses without a starting log-prob table
+    if cfg.displacement_mode() == "probe":
+        displacement = DisplacementProbe(math.ceil(cfg.diagnostics.displacement_pairs / world))
+        probe_every = cfg.diagnostics.displacement_every or automatic_every(
+            cfg.diagnostics.displacement_pairs, step_pairs, cfg.logging.every
+        )
     if cfg.task == "sft":
         objective = SFTObjective(cfg.train.logps, cfg.train.chunk_size)
     else:
         hp = cfg.loss.hparams
         objective = PreferenceObjective(
-            cfg.loss.name, hp, tables.reference, tables.initial, cfg.train.logps, cfg.train.chunk_size
+            cfg.loss.name, hp, tables.reference, tables.initial, cfg.train.logps, cfg.train.chunk_size, displacement
         )
     probe_batch = None
     if cfg.diagnostics.every and cfg.task == "preference" and main:
@@ -166,6 +175,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, **tables.keys}
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint))
+        if displacement is not None:
+            displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
+        if main:
+            print(f"train: resuming from {checkpoint} (step {state['step']} of {total_steps})", file=sys.stderr)
     log = MetricsLog(output_dir / "metrics.jsonl", state["step"] if checkpoint else None) if main else None
     if cfg.logging.report_to:
         acc.init_trackers(cfg.logging.project, config=_flat(cfg.model_dump(mode="json")))
@@ -178,6 +191,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     epoch_cache: dict[int, list[list[int]]] = {}
     window = MetricSums()  # per-example metrics since the last logged step
     last_logged: dict = {}
+    skipped_in_a_row = 0
     with _Interrupt() as interrupt:
         while state["step"] < total_steps:
             step = state["step"]
@@ -202,17 +216,26 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             totals = sums.reduce_totals(acc)
             for name, (total, count) in totals.items():
                 window.add_sum(name, total, count)  # logged values average every example since the last log
+            bad_logps = totals.pop("nonfinite_logps", (0.0, 0.0))[0]
             metrics = {name: total / max(count, 1) for name, (total, count) in totals.items()}
-            finite = math.isfinite(metrics["loss"]) and math.isfinite(grad_norm)
-            if not finite:
+            culprit = _non_finite(bad_logps, metrics["loss"], grad_norm)
+            if culprit is not None:
                 if cfg.train.nan_policy == "stop":
-                    raise TrainingError(_nan_message(step + 1, metrics, grad_norm, output_dir))
+                    raise TrainingError(_nan_message(step + 1, culprit, metrics, grad_norm, output_dir))
                 optimizer.zero_grad(set_to_none=True)
                 state["skipped_steps"] += 1
+                skipped_in_a_row += 1
+                if main:
+                    print(f"train: step {step + 1} skipped: {culprit} (nan_policy=skip)", file=sys.stderr)
+                if skipped_in_a_row >= cfg.train.nan_skip_limit:
+                    raise TrainingError(
+                        _nan_message(step + 1, culprit, metrics, grad_norm, output_dir, in_a_row=skipped_in_a_row)
+                    )
             else:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                skipped_in_a_row = 0
             tokens = torch.tensor(float(step_tokens), device=acc.device)
             state["num_tokens"] += int(acc.reduce(tokens, reduction="sum").item() if world > 1 else step_tokens)
             state["step"] = step = step + 1
@@ -229,7 +252,23 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             if probe_batch is not None and (step % cfg.diagnostics.every == 0 or step == 1):
                 with acc.autocast():
                     metrics.update(probe(model, probe_batch, cfg, tables.reference))
-            logged = step % cfg.logging.every == 0 or step == total_steps or "diagnostics/grad_cosine" in metrics
+            if displacement is not None and (step % probe_every == 0 or step == total_steps):
+                with acc.autocast():
+                    measured = displacement.measure(
+                        acc.unwrap_model(model),
+                        dataset,
+                        collator,
+                        cfg.reference.batch_size or cfg.train.batch_size,
+                        acc.device,
+                        cfg.train.logps,
+                    )
+                metrics.update(measured.reduce(acc))
+            logged = (
+                step % cfg.logging.every == 0
+                or step == total_steps
+                or "diagnostics/grad_cosine" in metrics
+                or "displacement/chosen" in metrics
+            )
             if logged:  # per-example metrics averaged over the window, step values (lr, grad_norm) as they are
                 last_logged = {**metrics, **window.local_means()}
                 window = MetricSums()
@@ -242,11 +281,18 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 on_step(step, metrics, model)
             stop = _any(acc, interrupt.requested)
             if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps):
+                if displacement is not None:
+                    state["displacement_probe"] = _gather_probe(acc, displacement)
                 saved = save_checkpoint(acc, output_dir, step, state, cfg.checkpoint.keep_last)
             if stop:
                 result_status = "interrupted"
                 break
     progress.close()
+    if result_status == "completed" and state["step"] - state["skipped_steps"] <= 0:
+        raise TrainingError(
+            f"all {state['step']} steps were skipped (non-finite values, nan_policy=skip): nothing was trained "
+            "and no model was written. Lower the learning rate or check the data"
+        )
 
     # ---- save
     model_dir = None
@@ -276,15 +322,40 @@ def _any(acc, flag: bool) -> bool:
     return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
 
 
-def _nan_message(step: int, metrics: dict, grad_norm: float, output_dir: Path) -> str:
+def _non_finite(bad_logps: float, loss: float, grad_norm: float) -> str | None:
+    """What was not finite in a step, or None."""
+    if bad_logps:
+        return "non-finite policy log-probs"
+    if not math.isfinite(loss):
+        return "a non-finite loss"
+    if not math.isfinite(grad_norm):
+        return "a non-finite gradient"
+    return None
+
+
+def _gather_probe(acc, displacement) -> dict:
+    """Every process's probe state, keyed by process index (for the checkpoint)."""
+    if acc.num_processes == 1:
+        return {"0": displacement.state()}
+    from accelerate.utils import gather_object
+
+    return {str(i): s for i, s in enumerate(gather_object([displacement.state()]))}
+
+
+def _nan_message(step: int, culprit: str, metrics: dict, grad_norm: float, output_dir: Path, in_a_row: int = 0) -> str:
     from alphapo.train.checkpoint import complete_checkpoints
 
     kept = complete_checkpoints(output_dir)
     where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved yet"
+    what = f"{culprit} at step {step} (loss {metrics.get('loss')}, grad_norm {grad_norm})"
+    if in_a_row:
+        return (
+            f"{in_a_row} steps in a row skipped ({what}; train.nan_skip_limit={in_a_row}); {where}. "
+            "Lower the learning rate or check the data"
+        )
     return (
-        f"non-finite loss or gradient at step {step} (loss {metrics.get('loss')}, grad_norm {grad_norm}); "
-        f"stopped without updating the weights, {where}. Lower the learning rate, check the data, or set "
-        "train.nan_policy=skip to skip such steps"
+        f"{what}; stopped without updating the weights, {where}. Lower the learning rate, check the data, or "
+        "set train.nan_policy=skip to skip such steps"
     )
 
 

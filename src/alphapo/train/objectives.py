@@ -32,18 +32,24 @@ class PreferenceObjective:
     ``initial`` [N, 2]: the starting policy's, for the displacement metrics (None to skip them).
     """
 
-    def __init__(self, loss_name, hparams, reference, initial, logps_mode, chunk_size):
+    def __init__(self, loss_name, hparams, reference, initial, logps_mode, chunk_size, probe=None):
         self.loss_name = loss_name
         self.hparams = hparams
         self.reference = reference
         self.initial = initial
         self.logps_mode = logps_mode
         self.chunk_size = chunk_size
+        self.probe = probe  # a DisplacementProbe collecting first-visit log-probs, or None
 
     def __call__(self, model, batch, shape: StepShape, sums: MetricSums) -> torch.Tensor:
         pairs = batch["index"].shape[0]
         logps, n_tokens, mean_logits = batch_logps(model, batch, self.logps_mode, self.chunk_size)
+        if not torch.isfinite(logps.detach()).all():
+            mark_non_finite(logps, sums)
+            return torch.nan_to_num(logps, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
         chosen, rejected = logps[:pairs], logps[pairs:]
+        if self.probe is not None:
+            self.probe.offer(batch["index"], chosen, rejected)
         refs = ()
         if self.reference is not None:
             ref = self.reference[batch["index"].cpu()].to(logps.device)
@@ -69,6 +75,15 @@ class PreferenceObjective:
         return out.losses.sum() * (shape.world_size / shape.examples)
 
 
+def mark_non_finite(logps: torch.Tensor, sums: MetricSums) -> None:
+    """Record that this micro-batch's log-probs are not finite (``nonfinite_logps``, summed over
+    processes, so every process skips or stops at the same step). The caller still returns a finite
+    loss and runs the backward pass: DDP needs every process to reach the same collectives, and the
+    step's update is dropped whatever its gradient holds."""
+    sums.add_sum("nonfinite_logps", 1.0, 1.0)
+    sums.add("loss", torch.full_like(logps.detach(), float("nan")))
+
+
 class SFTObjective:
     """Token-level NLL on the completions, via the fused op's single-pass mode (6NHV FLOPs): the
     gradient weights ``d loss / d logps`` are the same constant for every sequence and known before
@@ -85,6 +100,9 @@ class SFTObjective:
         if self.logps_mode == "fused":
             weights = torch.full((rows,), -scale, dtype=torch.float32, device=batch["input_ids"].device)
         logps, n_tokens, _ = batch_logps(model, batch, self.logps_mode, self.chunk_size, grad_weights=weights)
+        if not torch.isfinite(logps.detach()).all():
+            mark_non_finite(logps, sums)
+            return -torch.nan_to_num(logps, nan=0.0, posinf=0.0, neginf=0.0).sum() * scale
         sums.add_sum("loss", -logps.detach().sum(), float(n_tokens.sum()))
         sums.add("logps/chosen", logps)
         return -logps.sum() * scale

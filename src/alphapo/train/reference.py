@@ -19,6 +19,7 @@ import torch
 
 from alphapo.data.collate import Collator
 from alphapo.ops.model_logps import logits_sequence_logps, model_sequence_logps
+from alphapo.progress import Progress
 
 LOGPS_CACHE_VERSION = 1
 
@@ -48,19 +49,24 @@ def batch_logps(model, batch: dict[str, torch.Tensor], mode: str, chunk_size: in
 
 
 @torch.no_grad()
-def compute_table(model, dataset, collator: Collator, batch_size: int, accelerator, mode: str) -> torch.Tensor:
+def compute_table(
+    model, dataset, collator: Collator, batch_size: int, accelerator, mode: str, label: str = "log-probs"
+) -> torch.Tensor:
     """[N, K] log-prob sums (K = 2 for pairs: chosen, rejected; 1 otherwise), every process's share
-    computed locally and summed across processes."""
+    computed locally and summed across processes. Progress (``label``) is shown on the main process."""
     width = 2 if dataset.kind == "paired" else 1
     table = torch.zeros(len(dataset), width, dtype=torch.float64, device=accelerator.device)
     order = sorted(range(len(dataset)), key=lambda i: -dataset.lengths()[i])  # similar lengths together
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     was_training = model.training
     model.eval()
-    for batch_ids in batches[accelerator.process_index :: accelerator.num_processes]:
-        batch = {k: v.to(accelerator.device) for k, v in collator([dataset[i] for i in batch_ids]).items()}
-        logps, _, _ = batch_logps(model, batch, mode)
-        table[batch["index"]] = logps.double().view(width, -1).t()
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    with Progress(label, len(mine), "batches", enabled=accelerator.is_main_process) as progress:
+        for batch_ids in mine:
+            batch = {k: v.to(accelerator.device) for k, v in collator([dataset[i] for i in batch_ids]).items()}
+            logps, _, _ = batch_logps(model, batch, mode)
+            table[batch["index"]] = logps.double().view(width, -1).t()
+            progress.advance()
     model.train(was_training)
     if accelerator.num_processes > 1:
         table = accelerator.reduce(table, reduction="sum")

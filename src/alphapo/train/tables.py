@@ -4,7 +4,9 @@
   LoRA, that is the adapter-disabled base: the adapters start at zero); ``model`` another directory;
   ``soup`` the weight average of several checkpoints. The model used is dropped afterwards.
 * ``initial`` [N, 2]: the starting policy's log-probs, for the displacement metrics; the same table
-  as ``reference`` when the reference is the starting policy.
+  as ``reference`` when the reference is the starting policy. Only computed with
+  ``diagnostics.displacement: dataset`` (a reference-free loss otherwise gets no pass over the data
+  before its first step: see ``alphapo.train.displacement``).
 
 Tables are cached under ``<output_dir>/cache`` (or ``data.cache_dir``) keyed by the model's weights,
 the tokenised data and the log-prob settings; a resumed run loads them by the keys saved in its
@@ -73,13 +75,18 @@ def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, 
             raise ConfigError(f"cannot resume: the cached {key_name.split('_')[0]} log-probs ({key[:24]}) are gone")
 
         def compute() -> torch.Tensor:
+            label = (
+                "starting log-probs" if key_name == "initial_key" and kind != "precompute" else "reference log-probs"
+            )
             return compute_table(
-                (model or load_model()).to(acc.device), dataset, collator, batch_size, acc, cfg.train.logps
+                (model or load_model()).to(acc.device), dataset, collator, batch_size, acc, cfg.train.logps, label
             )
 
         return cached_table(cache_dir, key, compute, acc)
 
-    initial = table_for(lambda: policy, "initial_key")
+    initial = None
+    if kind == "precompute" or cfg.displacement_mode() == "dataset":
+        initial = table_for(lambda: policy, "initial_key")
     reference = None
     if kind == "precompute":
         reference = initial
@@ -88,4 +95,6 @@ def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, 
     elif kind == "soup":
         reference = table_for(lambda: _soup(cfg, tokenizer), "reference_key")
     gc.collect()
+    if cfg.displacement_mode() != "dataset":
+        initial = None  # the reference table is not used for displacement then
     return Tables(reference, initial, keys)

@@ -1,0 +1,82 @@
+"""Likelihood displacement without a pass over the whole dataset: a first-visit probe.
+
+``displacement/chosen`` (and ``rejected``) is the current minus the starting log-prob of the same
+pairs. With a reference-based loss whose reference is the starting policy, the starting log-probs of
+every pair are already in the reference table, and each step's batch gives the metric for free
+(``diagnostics.displacement: dataset``). A reference-free loss has no such table, and computing one
+would cost a model pass over the whole dataset before the first step: exactly what a user of a
+reference-free loss chose to avoid. So by default it uses this probe instead:
+
+* The probe collects the first ``displacement_pairs`` pairs that training visits, each with its
+  log-probs at that first visit, taken from the training step's own forward pass (no extra work).
+  For the pairs of step 1 that is exactly the starting policy; for pairs first seen at step k it is
+  the policy after k-1 updates, so early displacement is slightly understated (documented).
+* Every ``every`` steps (and at the last step) the probe's pairs are re-measured in one forward pass
+  without gradients, and ``displacement/chosen``, ``displacement/rejected`` and
+  ``displacement/chosen_fell`` are the means over the pairs collected so far.
+
+Each process probes the pairs of its own micro-batches; the sums are reduced across processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from alphapo.train.metrics import MetricSums
+from alphapo.train.reference import batch_logps
+
+OVERHEAD = 0.1
+"""The automatic re-measure interval keeps the probe's forward passes under this share of training
+(a forward pass costs about a third of a forward and backward one)."""
+
+
+def automatic_every(probe_pairs: int, step_pairs: int, logging_every: int) -> int:
+    """Steps between re-measurements: the logging interval, or the smallest multiple of it that keeps
+    the probe's cost under ``OVERHEAD`` of training."""
+    needed = math.ceil(probe_pairs / (OVERHEAD * 3 * step_pairs))
+    return logging_every * max(1, math.ceil(needed / logging_every))
+
+
+class DisplacementProbe:
+    """First-visit log-probs of up to ``capacity`` pairs and their re-measurement."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.start: dict[int, tuple[float, float]] = {}  # dataset index -> (chosen, rejected) at first visit
+
+    def offer(self, indices: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        """Record pairs seen by a training forward pass (before that step's update), while room is left."""
+        for i, c, r in zip(indices.tolist(), chosen.detach().tolist(), rejected.detach().tolist(), strict=True):
+            if len(self.start) >= self.capacity:
+                return
+            if i not in self.start and math.isfinite(c) and math.isfinite(r):
+                self.start[i] = (c, r)
+
+    @torch.no_grad()
+    def measure(self, model, dataset, collator, batch_size: int, device, logps_mode: str) -> MetricSums:
+        """Sums of the displacement metrics over the probe's pairs, on this process."""
+        sums = MetricSums()
+        order = sorted(self.start)
+        was_training = model.training
+        model.eval()
+        for k in range(0, len(order), batch_size):
+            ids = order[k : k + batch_size]
+            batch = {key: v.to(device) for key, v in collator([dataset[i] for i in ids]).items()}
+            logps, _, _ = batch_logps(model, batch, logps_mode)
+            pairs = len(ids)
+            start = torch.tensor([self.start[i] for i in ids], dtype=torch.float64, device=logps.device)
+            chosen, rejected = logps[:pairs].double(), logps[pairs:].double()
+            sums.add("displacement/chosen", chosen - start[:, 0])
+            sums.add("displacement/rejected", rejected - start[:, 1])
+            sums.add("displacement/chosen_fell", (chosen < start[:, 0]).double())
+        model.train(was_training)
+        return sums
+
+    def state(self) -> dict:
+        """JSON-able state for checkpoints (floats round-trip exactly through JSON)."""
+        return {str(i): list(v) for i, v in self.start.items()}
+
+    def load(self, state: dict) -> None:
+        self.start = {int(i): (float(v[0]), float(v[1])) for i, v in state.items()}
