@@ -88,6 +88,34 @@ def test_half_written_checkpoint_is_ignored_on_resume(assets, tmp_path):
     assert [p.name for p in complete_checkpoints(out)] == ["step-00000002"]
     resumed = train(make_config(assets, out, resume=True, **cfg))
     assert resumed.step == 4 and len(read_metrics(out)) == 4
+    assert not list((out / "checkpoints").glob(".tmp-step-*"))  # the stale temporary folder is gone
+
+
+def test_a_checkpoint_missing_a_file_is_not_complete(assets, tmp_path):
+    from alphapo.errors import ConfigError
+    from alphapo.train.checkpoint import missing_files, remove_checkpoint
+
+    out = tmp_path / "run"
+    cfg = dict(train={"max_steps": 6}, checkpoint={"every": 2, "keep_last": 5})
+    train(make_config(assets, out, **cfg))
+    two, four = complete_checkpoints(out)
+    state = json.loads((four / "trainer_state.json").read_text())
+    assert "model.safetensors" in state["files"] and not missing_files(four)
+    (four / "model.safetensors").unlink()  # a kill while pruning: marker still there, weights gone
+    assert missing_files(four) == ["model.safetensors"] and complete_checkpoints(out) == [two]
+    with pytest.raises(ConfigError, match=r"incomplete: missing or cut short: model.safetensors"):
+        train(make_config(assets, out, resume=str(four), **cfg))
+    # a weight file cut short is caught too
+    data = (two / "model.safetensors").read_bytes()
+    (two / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert complete_checkpoints(out) == []
+    # removal takes the marker first: interrupted right after that, the folder no longer looks complete
+    (two / "model.safetensors").write_bytes(data)
+    assert complete_checkpoints(out) == [two]
+    (two / "trainer_state.json").unlink()
+    assert complete_checkpoints(out) == []
+    remove_checkpoint(two)
+    assert not two.exists()
 
 
 def test_nan_stops_with_a_clear_message_or_skips(assets, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from alphapo.config import dump_config
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
 from alphapo.errors import AlphapoError, ConfigError
 from alphapo.ops.model_logps import verify_against_logits
-from alphapo.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every
@@ -134,6 +134,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     if cfg.train.logps == "fused" and cfg.train.verify_logps:
         one = {k: v[:1].to(acc.device) for k, v in collator([dataset[0]]).items()}
         verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
+    if main:
+        for stale in remove_stale(output_dir):
+            print(f"train: removed {stale}, a checkpoint whose save was interrupted", file=sys.stderr)
     checkpoint = resolve_resume(output_dir, cfg.resume)
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
     if cfg.lora is not None:
