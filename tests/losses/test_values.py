@@ -88,6 +88,49 @@ CASES = {
     ("cpo", ()): log1pexp(-0.35) + 2.0,
     # ORPO: l_w = -2, l_l = -2.5; log-odds = 0.5 - (log(1 - e^-2) - log(1 - e^-2.5)); 2 - 0.1 log sig(.)
     ("orpo", ()): 2.0 - 0.1 * logsig(0.5 - (math.log(1 - math.exp(-2)) - math.log(1 - math.exp(-2.5)))),
+    # --- options off the default path
+    # SimPO with label smoothing 0.1 (x = 1 as above): 0.9 log(1+e^-1) + 0.1 log(1+e^1)
+    ("simpo", (("label_smoothing", 0.1),)): 0.9 * log1pexp(-1.0) + 0.1 * log1pexp(1.0),
+    # AlphaPO with label smoothing 0.1: x = 10 (e^0.625 - e^0.5) - 0.25
+    ("alphapo", (("label_smoothing", 0.1),)): 0.9 * log1pexp(-(10 * (math.exp(0.625) - math.exp(0.5)) - 0.25))
+    + 0.1 * log1pexp(10 * (math.exp(0.625) - math.exp(0.5)) - 0.25),
+    # AlphaPO on summed log-probs (l = -4, -7.5): x = 10 (e^1.875 - e^1) - 0.25
+    ("alphapo", (("length_normalize", False),)): log1pexp(-(10 * (math.exp(1.875) - math.exp(1.0)) - 0.25)),
+    # AlphaPO + 0.5 x chosen NLL (4 / 2 = 2)
+    ("alphapo", (("nll_weight", 0.5),)): log1pexp(-(10 * (math.exp(0.625) - math.exp(0.5)) - 0.25)) + 1.0,
+    # KTO on per-token log-ratios (0.5, -2/3), kl 0: ((1 - sig(0.05)) + (1 - sig(0.2/3))) / 2
+    ("kto", (("length_normalize", True),)): ((1 - sig(0.05)) + (1 - sig(0.2 / 3))) / 2,
+    # IPO on summed log-ratios: h = 3; (3 - 5)^2
+    ("ipo", (("length_normalize", False),)): 4.0,
+    # CPO with label smoothing 0.2: 0.8 log(1+e^-0.35) + 0.2 log(1+e^0.35) + NLL 2
+    ("cpo", (("label_smoothing", 0.2),)): 0.8 * log1pexp(-0.35) + 0.2 * log1pexp(0.35) + 2.0,
+    # CPO with alpha 0.5 on summed log-probs: s = (1 - e^{-0.5 l}) / 0.5 for l = -4, -7.5
+    ("cpo", (("alpha", 0.5),)): log1pexp(-0.1 * ((1 - math.exp(2.0)) / 0.5 - (1 - math.exp(3.75)) / 0.5)) + 2.0,
+    # DPO with its NLL term off the chosen length: RPO on a 2-token chosen answer, weight 0.25
+    ("sigmoid", (("nll_weight", 0.25), ("label_smoothing", 0.2))): 0.8 * log1pexp(-0.3) + 0.2 * log1pexp(0.3) + 0.5,
+}
+
+# (chosen reward, rejected reward) of every loss with its defaults, by hand. Reference-based:
+# beta * log-ratio (per token for IPO); SimPO/AlphaPO: beta * shaped mean log-prob; CPO: beta * sum;
+# ORPO: beta * mean log-prob.
+REWARDS = {
+    "sigmoid": (0.1, -0.2),
+    "robust": (0.1, -0.2),
+    "hinge": (0.1, -0.2),
+    "ipo": (0.1 * 0.5, 0.1 * -2 / 3),
+    "exo_pair": (0.1, -0.2),
+    "nca_pair": (0.1, -0.2),
+    "bco_pair": (0.1, -0.2),
+    "sppo_hard": (0.1, -0.2),
+    "apo_zero": (0.1, -0.2),
+    "apo_down": (0.1, -0.2),
+    "discopop": (0.05, -0.1),
+    "rdpo": (0.1, -0.2),
+    "kto": (0.1, -0.2),
+    "simpo": (-5.0, -6.25),
+    "alphapo": (10 * (1 - math.exp(0.5)), 10 * (1 - math.exp(0.625))),
+    "cpo": (-0.4, -0.75),
+    "orpo": (-0.2, -0.25),
 }
 
 
@@ -99,7 +142,16 @@ def test_hand_computed_value(name, hp):
 
 
 def test_every_loss_has_a_hand_computed_case():
-    assert {name for name, _ in CASES} == set(available_losses())
+    assert {name for name, _ in CASES} == set(available_losses()) == set(REWARDS)
+
+
+@pytest.mark.parametrize("name", sorted(REWARDS))
+def test_hand_computed_rewards(name):
+    out = run(name)
+    expected_w, expected_l = REWARDS[name]
+    assert out.chosen_rewards.item() == pytest.approx(expected_w, rel=1e-12)
+    assert out.rejected_rewards.item() == pytest.approx(expected_l, rel=1e-12)
+    assert out.margins.item() == pytest.approx(expected_w - expected_l, rel=1e-12)
 
 
 def test_rewards_and_nll():
@@ -131,6 +183,18 @@ def test_kto_unpaired():
     # a negative KL estimate is clamped to 0
     clamped = kto_loss(t(-1.0), t(-4.0), t(-2.0), t(-2.0), kl=-3.0)
     assert clamped.losses.tolist() == pytest.approx([1 - sig(0.1), 1 - sig(0.2)])
+    # length-normalised: u / n with n = 2, 4 (desirable) and 4 (undesirable)
+    n = kto_loss(
+        t(-1.0, 0.0),
+        t(-4.0),
+        t(-2.0, -3.0),
+        t(-2.0),
+        kl=0.0,
+        length_normalize=True,
+        desirable_lengths=t(2.0, 4.0),
+        undesirable_lengths=t(4.0),
+    )
+    assert n.losses.tolist() == pytest.approx([1 - sig(0.05), 1 - sig(0.3 / 4), 1 - sig(0.2 / 4)], rel=1e-12)
     # an empty group is allowed
     only_desirable = kto_loss(t(-1.0), t(), t(-2.0), t(), kl=0.0)
     assert only_desirable.losses.tolist() == pytest.approx([1 - sig(0.1)])

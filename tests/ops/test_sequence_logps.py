@@ -214,3 +214,62 @@ def test_single_pass_falls_back_to_two_pass_with_the_same_gradients():
     want = torch.autograd.grad((logps_naive * upstream).sum(), (hidden, weight))
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def _check_exact_against_twin(hidden, weight, bias_t, labels, ignore_index, **kwargs):
+    logps, n = sequence_logps(hidden, weight, labels, bias_t, ignore_index=ignore_index, **kwargs)
+    ref, ref_n = naive_sequence_logps(hidden, weight, labels, bias_t, ignore_index=ignore_index)
+    assert torch.equal(n, ref_n)
+    assert torch.allclose(logps, ref, atol=1e-10, rtol=0), (logps - ref).abs().max()
+    for a, b in zip(grads_of(logps, [hidden, weight, bias_t]), grads_of(ref, [hidden, weight, bias_t]), strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("ignore_index", [-1, 0, 7])
+@pytest.mark.parametrize(("chunk_size", "vocab_chunk_size"), [(None, None), (5, None), (4, 9)])
+def test_other_ignore_index(ignore_index, chunk_size, vocab_chunk_size):
+    """-1, or a real token id (a pad id) as the ignored label; -100 is then an ordinary... never used."""
+    hidden, weight, bias_t, labels = make()
+    labels = torch.where(labels == -100, torch.full_like(labels, ignore_index), labels)
+    labels = torch.where(labels == ignore_index, labels, labels.clamp(min=0))
+    if ignore_index >= 0:  # the id is ignored wherever it occurs
+        labels[1, 3] = ignore_index
+    _check_exact_against_twin(
+        hidden, weight, bias_t, labels, ignore_index, chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size
+    )
+
+
+@pytest.mark.parametrize(("chunk_size", "vocab_chunk_size"), [(None, None), (2, None), (3, 10), (8, 61)])
+def test_single_position_gaps(chunk_size, vocab_chunk_size):
+    """One ignored position between labelled ones, at every parity and at block edges."""
+    hidden, weight, bias_t, labels = make()
+    labels = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(3))
+    labels[0, 1::2] = -100  # every other position
+    labels[1, [4, 8, 9, 15, 16, 31]] = -100  # lone gaps and a pair
+    labels[2, [0, T - 1, T // 2]] = -100  # first, last and middle
+    _check_exact_against_twin(
+        hidden, weight, bias_t, labels, -100, chunk_size=chunk_size, vocab_chunk_size=vocab_chunk_size
+    )
+
+
+def test_bfloat16_accumulates_in_float32():
+    """Inputs whose bf16 logits are exact (small multiples of 1/4), so the only error left is the
+    accumulation's: fp32 keeps the sums within 2e-4 of fp64; a bf16 log-sum-exp is off by ~1e-2."""
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randint(-1, 2, (B, T, H), generator=g).double()
+    weight = torch.randint(-1, 2, (V, H), generator=g).double() * 0.5
+    bias_t = torch.randint(-4, 5, (V,), generator=g).double() * 0.25
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, :5] = -100
+    ref, _ = naive_sequence_logps(hidden, weight, labels, bias_t)
+    for chunk_size, vocab_chunk_size in [(None, None), (7, None), (5, 17)]:
+        logps, _ = sequence_logps(
+            hidden.bfloat16(),
+            weight.bfloat16(),
+            labels,
+            bias_t.bfloat16(),
+            chunk_size=chunk_size,
+            vocab_chunk_size=vocab_chunk_size,
+        )
+        assert logps.dtype == torch.float32
+        assert torch.allclose(logps.double(), ref, atol=2e-4, rtol=0), (logps.double() - ref).abs().max()

@@ -1,0 +1,181 @@
+"""Kill -9 a training run at random moments (and during checkpoint writes), resume it, compare.
+
+    python benchmarks/kill_resume.py --trials 20
+
+Builds a tiny model, tokenizer and pair file, trains once uninterrupted (``alphapo train`` in a
+subprocess, a checkpoint every step), then for each trial starts the same run, sends SIGKILL either
+at a random moment or as soon as a checkpoint's temporary folder appears (a kill during the write),
+and resumes with ``resume=true`` until the run completes. It reports, per trial and in total: whether
+the final weights equal the uninterrupted run's bit for bit, whether a stale ``.tmp-*`` folder was left
+behind, and whether every checkpoint folder that looks complete (has its marker) actually loads.
+Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "grape", "melon", "berry"]
+
+
+def build_assets(root: Path) -> Path:
+    from alphapo.models import TinyModelSpec, build_tiny_model, train_bpe_tokenizer
+
+    rows = [
+        {
+            "prompt": f"Name a fruit like {WORDS[i % 10]}:",
+            "chosen": f" {WORDS[(3 * i + 1) % 10]} and {WORDS[i % 10]}" + " ok" * (i % 3),
+            "rejected": f" no {WORDS[(7 * i + 2) % 10]}" + " bad" * (i % 4),
+        }
+        for i in range(64)
+    ]
+    tokenizer = train_bpe_tokenizer([r["prompt"] + r["chosen"] + r["rejected"] for r in rows] * 5, vocab_size=200)
+    special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    spec = TinyModelSpec(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+    model = build_tiny_model(spec, vocab_size=len(tokenizer), special_tokens=special)
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    with open(root / "pairs.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"model: {{path: {root / 'model'}}}\n"
+        f"data: {{paths: [{root / 'pairs.jsonl'}], max_length: 64, max_prompt_length: 32}}\n"
+        "loss: {name: sigmoid, beta: 0.1}\n"
+        "optim: {lr: 1.0e-3}\n"
+        "train: {batch_size: 4, max_steps: 16, seed: 0}\n"
+        "checkpoint: {every: 1, keep_last: 2}\n"
+        "logging: {every: 1, progress: none}\n"
+    )
+    return recipe
+
+
+def command(recipe: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "alphapo", "train", str(recipe), f"output_dir={out}", *extra]
+
+
+def weights(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def complete_ones_load(out: Path) -> tuple[int, int]:
+    """(folders that look complete, those of them that load)."""
+    import torch
+    from safetensors.torch import load_file
+
+    looks, loads = 0, 0
+    for folder in sorted((out / "checkpoints").glob("step-*")):
+        if not (folder / "trainer_state.json").is_file():
+            continue
+        looks += 1
+        try:
+            load_file(str(folder / "model.safetensors"))
+            torch.load(folder / "optimizer.bin", weights_only=False)
+            json.loads((folder / "trainer_state.json").read_text())
+            loads += 1
+        except Exception:
+            pass
+    return looks, loads
+
+
+def kill_during_write(proc: subprocess.Popen, out: Path, deadline: float) -> bool:
+    """SIGKILL ``proc`` as soon as a checkpoint's temporary folder exists; False if it never did."""
+    root = out / "checkpoints"
+    while proc.poll() is None and time.monotonic() < deadline:
+        if root.is_dir() and any(root.glob(".tmp-step-*")):
+            proc.send_signal(signal.SIGKILL)
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_time: float) -> dict:
+    env = {**os.environ, "ALPHAPO_PROGRESS": "none"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    proc = subprocess.Popen(command(recipe, out), **quiet)
+    if during_write:
+        killed = kill_during_write(proc, out, time.monotonic() + run_time * 2)
+    else:
+        time.sleep(rng.uniform(0.3, run_time))
+        killed = proc.poll() is None
+        if killed:
+            proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stale_after_kill = sorted(p.name for p in (out / "checkpoints").glob(".tmp-*")) if killed else []
+    looks, loads = complete_ones_load(out)
+    resumes = 0
+    while not (out / "model" / "model.safetensors").is_file():
+        resumes += 1
+        done = subprocess.run(command(recipe, out, "resume=true"), capture_output=True, text=True, env=env)
+        if done.returncode != 0 or resumes > 3:
+            return {"killed": killed, "error": done.stderr.strip().splitlines()[-1:]}
+    stale = sorted(p.name for p in out.rglob(".tmp-*"))
+    return {
+        "killed": killed,
+        "during_write": during_write,
+        "stale_after_kill": stale_after_kill,
+        "stale_at_end": stale,
+        "looked_complete": looks,
+        "loaded": loads,
+        "resumes": resumes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        recipe = build_assets(root)
+        t0 = time.monotonic()
+        subprocess.run(command(recipe, root / "reference"), check=True, capture_output=True)
+        run_time = time.monotonic() - t0
+        reference = weights(root / "reference" / "model")
+        results = []
+        for k in range(args.trials):
+            out = root / f"trial-{k}"
+            result = trial(recipe, out, rng, during_write=k % 2 == 1, run_time=run_time)
+            if "error" not in result:
+                final = weights(out / "model")
+                result["identical"] = final.keys() == reference.keys() and all(
+                    final[n].equal(reference[n]) for n in reference
+                )
+            results.append(result)
+            print(f"trial {k:2d}: {json.dumps(result)}", flush=True)
+    killed = [r for r in results if r.get("killed")]
+    summary = {
+        "trials": len(results),
+        "killed": len(killed),
+        "killed_during_write": sum(bool(r.get("during_write")) for r in killed),
+        "resumed_identical": sum(bool(r.get("identical")) for r in results),
+        "errors": sum("error" in r for r in results),
+        "stale_tmp_left_at_end": sum(bool(r.get("stale_at_end")) for r in results),
+        "looked_complete": sum(r.get("looked_complete", 0) for r in results),
+        "looked_complete_and_loaded": sum(r.get("loaded", 0) for r in results),
+        "uninterrupted_run_s": round(run_time, 1),
+    }
+    print("\n| trials | killed | during a write | resumed bit-identical | errors | stale tmp at end | "
+          "looked complete / loaded |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {summary['trials']} | {summary['killed']} | {summary['killed_during_write']} | "
+          f"{summary['resumed_identical']} | {summary['errors']} | {summary['stale_tmp_left_at_end']} | "
+          f"{summary['looked_complete']} / {summary['looked_complete_and_loaded']} |")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
