@@ -3,13 +3,14 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from alphapo.cli import main
 from alphapo.config import load_config
 from alphapo.errors import ConfigError
-from alphapo.train import TrainConfig
-from tests.train.conftest import make_config
+from alphapo.train import TrainConfig, train
+from tests.train.conftest import make_config, weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +89,13 @@ def test_cli_train_command(assets, tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     assert main(["train", str(path), "loss.alpha=0.5", "logging.progress=lines"]) == 0
     assert "model in" in capsys.readouterr().err
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    # the override reached training: the run equals a library run with alpha 0.5, bit for bit
+    saved = yaml.safe_load((tmp_path / "run" / "model" / "alphapo_config.yaml").read_text())
+    assert saved["loss"]["alpha"] == 0.5
+    direct = train(
+        make_config(assets, tmp_path / "direct", train={"max_steps": 2}, loss={"name": "alphapo", "alpha": 0.5})
+    )
+    cli_weights, lib_weights = weights(tmp_path / "run" / "model"), weights(direct.model_dir)
+    assert all(torch.equal(cli_weights[k], lib_weights[k]) for k in lib_weights)
     assert main(["train", str(path), "train.batchsize=3"]) == 2
     assert "did you mean 'batch_size'" in capsys.readouterr().err

@@ -146,13 +146,23 @@ def test_nan_stops_with_a_clear_message_or_skips(assets, tmp_path, monkeypatch):
 def test_output_directory(assets, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = train(make_config(assets, tmp_path / "run", train={"max_steps": 2}))
+    from alphapo.config import load_config
+    from alphapo.train import TrainConfig
+
+    cfg = make_config(assets, tmp_path / "run", train={"max_steps": 2})
+    result = train(cfg)
     model_dir = result.model_dir
-    assert (model_dir / "model.safetensors").is_file() and (model_dir / "alphapo_config.yaml").is_file()
-    assert json.loads((model_dir / "final_metrics.json").read_text())["learning_rate"] > 0
-    AutoModelForCausalLM.from_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(model_dir)
-    assert (tmp_path / "run" / "config.yaml").is_file()
+    final = json.loads((model_dir / "final_metrics.json").read_text())
+    last = read_metrics(tmp_path / "run")[-1]
+    assert last["step"] == 2 and final == {k: v for k, v in last.items() if k != "step"}
+    assert final["learning_rate"] == pytest.approx(1e-3)  # the constant schedule of make_config
+    loaded = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in weights(model_dir).items())
+    text = "Name a fruit like kiwi:"
+    original = AutoTokenizer.from_pretrained(assets["model"])
+    assert AutoTokenizer.from_pretrained(model_dir)(text).input_ids == original(text).input_ids
+    assert load_config(TrainConfig, str(tmp_path / "run" / "config.yaml"), []) == cfg
+    assert load_config(TrainConfig, str(model_dir / "alphapo_config.yaml"), []) == cfg
     assert not list(tmp_path.glob("run/.tmp-*"))
 
 
