@@ -37,33 +37,34 @@ from alphapo.progress import Progress
 SKIPPED_FILE = "skipped_rows.jsonl"
 TRUNCATED_FILE = "truncated_rows.jsonl"
 _DETECT_ROWS = 64  # readable rows the format is detected from
-_REPORT_FIELDS = (
-    "rows_read",
-    "rows_kept",
-    "truncated",
-    "truncated_prompts",
-    "truncated_completions",
-    "truncated_rows",
-    "skipped",
-    "formats",
-)
+_REPORT_FIELDS = ("rows_read", "rows_kept", "truncated_rows", "skipped", "formats")
 
 
 @dataclass
 class DataReport:
-    """What loading did: counts, the skipped rows (with reasons), the truncated rows, and whether the
-    cache served it. ``truncated`` counts rows; ``truncated_prompts`` / ``truncated_completions``
-    count the prompts and the completions (two per pair) that were cut."""
+    """What loading did: counts, the skipped rows (with reasons), the truncated rows (each with its
+    prompt's and completions' ``[tokens before, tokens kept]``), and whether the cache served it."""
 
     rows_read: int = 0
     rows_kept: int = 0
-    truncated: int = 0
-    truncated_prompts: int = 0
-    truncated_completions: int = 0
     truncated_rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
+
+    @property
+    def truncated(self) -> int:
+        """Rows with anything cut."""
+        return len(self.truncated_rows)
+
+    @property
+    def truncated_prompts(self) -> int:
+        return sum(before > kept for before, kept in (r["prompt_tokens"] for r in self.truncated_rows))
+
+    @property
+    def truncated_completions(self) -> int:
+        """Completions cut (two per pair)."""
+        return sum(before > kept for r in self.truncated_rows for before, kept in r["completion_tokens"])
 
     def reasons(self) -> Counter:
         """Skipped rows counted by ``field: reason``."""
@@ -72,9 +73,10 @@ class DataReport:
     def summary(self) -> str:
         parts = [f"{self.rows_read} rows read", f"{self.rows_kept} kept"]
         if self.skipped:
-            top = self.reasons().most_common(3)
+            reasons = self.reasons()
+            top = reasons.most_common(3)
             shown = "; ".join(f"{n} x {reason}" for reason, n in top)
-            more = len(self.reasons()) - len(top)
+            more = len(reasons) - len(top)
             parts.append(f"{len(self.skipped)} skipped ({shown}{f'; {more} other reasons' if more > 0 else ''})")
         cut = f"{self.truncated} truncated"
         if self.truncated:
@@ -132,12 +134,13 @@ def _skip_entry(kind: str, source: str, number: int, field_name: str, reason: st
 def _with_format(source: str, cfg: DataConfig, report: DataReport):
     """``(number, row)`` of ``source`` with its format detected from the first readable rows."""
     rows = read_rows(source, cfg.split, cfg.max_rows)
-    head = []
+    head, readable = [], []
     for number, row in rows:
         head.append((number, row))
-        if sum(isinstance(r, dict) for _, r in head) >= _DETECT_ROWS:
-            break
-    readable = [r for _, r in head if isinstance(r, dict)]
+        if isinstance(row, dict):
+            readable.append(row)
+            if len(readable) >= _DETECT_ROWS:
+                break
     if not head:
         raise DataError(f"{source}: no rows")
     if not readable:
@@ -183,9 +186,6 @@ def _tokenize_all(cfg: DataConfig, tokenizer, quiet: bool) -> tuple[list[dict[st
                     continue
                 kind = example.kind
                 if tokens.truncated:
-                    report.truncated += 1
-                    report.truncated_prompts += tokens.prompt_truncated
-                    report.truncated_completions += tokens.completions_truncated
                     report.truncated_rows.append(
                         {
                             "source": source,

@@ -136,10 +136,8 @@ def resolve_resume(output_dir: Path, resume: bool | str) -> Path | None:
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
-    """Restore Accelerate's state from ``path``; return its trainer state."""
-    missing = missing_files(path)
-    if missing:
-        raise ConfigError(f"checkpoint {path} is incomplete: missing or cut short: {', '.join(missing)}")
+    """Restore Accelerate's state from ``path`` (a checkpoint :func:`resolve_resume` verified);
+    return its trainer state."""
     accelerator.load_state(str(path))
     state = json.loads((path / STATE_FILE).read_text())
     state.pop("files", None)

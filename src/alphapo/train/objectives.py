@@ -45,8 +45,7 @@ class PreferenceObjective:
         pairs = batch["index"].shape[0]
         logps, n_tokens, mean_logits = batch_logps(model, batch, self.logps_mode, self.chunk_size)
         if not torch.isfinite(logps.detach()).all():
-            mark_non_finite(logps, sums)
-            return torch.nan_to_num(logps, nan=0.0, posinf=0.0, neginf=0.0).sum() * 0.0
+            return mark_non_finite(logps, sums).sum() * 0.0
         chosen, rejected = logps[:pairs], logps[pairs:]
         if self.probe is not None:
             self.probe.offer(batch["index"], chosen, rejected)
@@ -75,13 +74,15 @@ class PreferenceObjective:
         return out.losses.sum() * (shape.world_size / shape.examples)
 
 
-def mark_non_finite(logps: torch.Tensor, sums: MetricSums) -> None:
+def mark_non_finite(logps: torch.Tensor, sums: MetricSums) -> torch.Tensor:
     """Record that this micro-batch's log-probs are not finite (``nonfinite_logps``, summed over
-    processes, so every process skips or stops at the same step). The caller still returns a finite
-    loss and runs the backward pass: DDP needs every process to reach the same collectives, and the
-    step's update is dropped whatever its gradient holds."""
+    processes, so every process skips or stops at the same step) and return them with the
+    non-finite values zeroed. The caller still builds its loss from those and runs the backward pass:
+    DDP needs every process to reach the same collectives, and the step's update is dropped whatever
+    its gradient holds."""
     sums.add_sum("nonfinite_logps", 1.0, 1.0)
     sums.add("loss", torch.full_like(logps.detach(), float("nan")))
+    return torch.nan_to_num(logps, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class SFTObjective:
@@ -101,8 +102,7 @@ class SFTObjective:
             weights = torch.full((rows,), -scale, dtype=torch.float32, device=batch["input_ids"].device)
         logps, n_tokens, _ = batch_logps(model, batch, self.logps_mode, self.chunk_size, grad_weights=weights)
         if not torch.isfinite(logps.detach()).all():
-            mark_non_finite(logps, sums)
-            return -torch.nan_to_num(logps, nan=0.0, posinf=0.0, neginf=0.0).sum() * scale
+            return -mark_non_finite(logps, sums).sum() * scale  # the promised grad_weights still hold
         sums.add_sum("loss", -logps.detach().sum(), float(n_tokens.sum()))
         sums.add("logps/chosen", logps)
         return -logps.sum() * scale

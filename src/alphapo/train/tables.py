@@ -84,17 +84,16 @@ def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, 
 
         return cached_table(cache_dir, key, compute, acc)
 
-    initial = None
-    if kind == "precompute" or cfg.displacement_mode() == "dataset":
-        initial = table_for(lambda: policy, "initial_key")
+    by_dataset = cfg.displacement_mode() == "dataset"
+    starting = None  # the starting policy's table: the reference, the displacement baseline, or both
+    if kind == "precompute" or by_dataset:
+        starting = table_for(lambda: policy, "initial_key")
     reference = None
     if kind == "precompute":
-        reference = initial
+        reference = starting
     elif kind == "model":
         reference = table_for(lambda: load_policy(cfg, tokenizer, path=cfg.reference.path), "reference_key")
     elif kind == "soup":
         reference = table_for(lambda: _soup(cfg, tokenizer), "reference_key")
     gc.collect()
-    if cfg.displacement_mode() != "dataset":
-        initial = None  # the reference table is not used for displacement then
-    return Tables(reference, initial, keys)
+    return Tables(reference, starting if by_dataset else None, keys)
