@@ -168,12 +168,16 @@ def main() -> None:
         "looked_complete_and_loaded": sum(r.get("loaded", 0) for r in results),
         "uninterrupted_run_s": round(run_time, 1),
     }
-    print("\n| trials | killed | during a write | resumed bit-identical | errors | stale tmp at end | "
-          "looked complete / loaded |")
+    print(
+        "\n| trials | killed | during a write | resumed bit-identical | errors | stale tmp at end | "
+        "looked complete / loaded |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| {summary['trials']} | {summary['killed']} | {summary['killed_during_write']} | "
-          f"{summary['resumed_identical']} | {summary['errors']} | {summary['stale_tmp_left_at_end']} | "
-          f"{summary['looked_complete']} / {summary['looked_complete_and_loaded']} |")
+    print(
+        f"| {summary['trials']} | {summary['killed']} | {summary['killed_during_write']} | "
+        f"{summary['resumed_identical']} | {summary['errors']} | {summary['stale_tmp_left_at_end']} | "
+        f"{summary['looked_complete']} / {summary['looked_complete_and_loaded']} |"
+    )
     print(json.dumps(summary))
 
 

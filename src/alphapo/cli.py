@@ -38,7 +38,16 @@ def _cmd_losses(args: argparse.Namespace) -> int:
             defaults,
             spec.paper,
         )
-    Console(width=args.width).print(table)
+    console = Console(width=args.width)
+    console.print(table)
+    console.print(
+        "Options every loss takes: alpha (reward shape, where the loss has one), length_normalize, nll_weight, "
+        "gamma_beta_ratio (losses with a margin gamma).\n"
+        "alpha_scale (trainer): set alpha on the task's scale, alpha = alpha_scale / |mean chosen log-prob per "
+        "token of the starting model|, so the typical chosen answer's gradient weight p^-alpha is e^alpha_scale "
+        "(0.25 on a chat model with log-probs near -1 is the paper's alpha 0.25); reference-free shaped losses. "
+        "Each run writes reward_scale.json."
+    )
     return 0
 
 
@@ -212,7 +221,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="alphapo-demo", help="run directory (default: alphapo-demo)")
-    p.add_argument("--compare", default="alphapo,simpo,dpo", help="methods to train from the same SFT model and pairs")
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="methods to train from the same SFT model and pairs: the recipe's (default: alphapo_neg, simpo, "
+        "alphapo_pos), any loss name (dpo, ipo, ...), or NAME_nll for NAME plus an NLL term",
+    )
+    p.add_argument("--quick", action="store_true", help="one seed and fewer prompts (a smoke run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sft-from-scratch",
@@ -225,7 +240,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from alphapo.pipeline.demo import run_demo
 
-    run_demo(args.out, [m for m in args.compare.split(",") if m], args.seed, args.sft_from_scratch, args.overrides)
+    compare = None if args.compare is None else [m for m in args.compare.split(",") if m]
+    run_demo(args.out, compare, args.seed, args.sft_from_scratch, args.overrides, args.quick)
     return 0
 
 

@@ -18,13 +18,14 @@ TINY = {
 }
 
 
-def micro_recipe(out: Path) -> RecipeConfig:
+def micro_recipe(out: Path, seeds: int = 1, methods: dict | None = None) -> RecipeConfig:
     return validate(
         RecipeConfig,
         {
             "out": str(out),
             "seed": 0,
-            "task": {"sft_examples": 96, "train_prompts": 24, "heldout": 12, "perturbed": 12},
+            "seeds": seeds,
+            "task": {"sft_examples": 96, "train_prompts": 24, "heldout": 12, "noop": 12, "unseen_templates": 12},
             "sft": {
                 "checkpoint": "train",
                 "vocab_size": 400,
@@ -46,7 +47,8 @@ def micro_recipe(out: Path) -> RecipeConfig:
                 "logging": {"every": 1, "progress": "none"},
                 "checkpoint": {"every": 1},
             },
-            "methods": {
+            "methods": methods
+            or {
                 "alphapo": {"loss": {"name": "alphapo", "nll_weight": 1.0}},
                 "dpo": {"loss": {"name": "sigmoid", "beta": 0.1}},
             },
@@ -55,45 +57,72 @@ def micro_recipe(out: Path) -> RecipeConfig:
     )
 
 
+SHAPE_METHODS = {
+    "alphapo": {"loss": {"name": "alphapo", "alpha_scale": 1.0}},
+    "simpo": {"loss": {"name": "simpo"}},
+    "dpo": {"loss": {"name": "sigmoid", "beta": 0.1}},
+}
+
+
+def _generations(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_run_produces_every_file_and_the_report(tmp_path):
+def test_run_with_seeds_summarises_every_run_by_value(tmp_path):
     out = tmp_path / "run"
-    summary = Pipeline(micro_recipe(out), quiet=True).run()
-    for name in [
-        "data/sft.jsonl",
-        "data/train.jsonl",
-        "data/heldout.jsonl",
-        "data/perturbed.jsonl",
-        "tokenizer/tokenizer.json",
-        "sft/model/model.safetensors",
-        "samples.jsonl",
-        "judged.jsonl",
-        "pairs.jsonl",
-        "pairs.jsonl.stats.json",
-        "alphapo/model/model.safetensors",
-        "dpo/model/model.safetensors",
-        "alphapo/metrics.jsonl",
-        "eval/sft/metrics.json",
-        "eval/alphapo/metrics.json",
-        "eval/dpo/metrics.json",
-        "eval/alphapo/generations-heldout.jsonl",
-        "summary.json",
-        "report.md",
-        "plots/training_curves.png",
-        "plots/results.png",
-    ]:
-        assert (out / name).is_file(), f"{name} missing"
+    recipe = micro_recipe(out, seeds=2, methods=SHAPE_METHODS)
+    recipe.method_defaults["diagnostics"] = {"displacement": "dataset"}
+    summary = Pipeline(recipe, quiet=True).run()
     stored = json.loads((out / "summary.json").read_text())
-    assert set(stored["methods"]) == {"sft", "alphapo", "dpo"}
-    for method in stored["methods"].values():
-        for key in ("accuracy", "gold_reward", "win_rate_vs_sft", "kl_to_sft"):
-            assert isinstance(method[key], float)
+    assert stored["methods"]["alphapo"]["accuracy"] == summary["methods"]["alphapo"]["accuracy"]
+    assert stored["seeds"] == [0, 1] and set(stored["methods"]) == {"sft", "alphapo", "simpo", "dpo"}
     sft = stored["methods"]["sft"]
     assert sft["win_rate_vs_sft"] == 0.5 and sft["kl_to_sft"] == 0.0
-    assert set(sft["by_split"]) == {"heldout", "perturbed"}
+    assert set(sft["by_split"]) == {"heldout", "noop", "unseen_templates"}
+    for name in ("alphapo", "simpo", "dpo"):
+        m = stored["methods"][name]
+        for split in ("heldout", "noop", "unseen_templates"):
+            runs = [_generations(out / "eval" / name / f"seed{s}" / f"generations-{split}.jsonl") for s in (0, 1)]
+            per_seed = [sum(r["correct"] for r in run) / 12 for run in runs]
+            assert m["by_split"][split]["per_seed"]["accuracy"] == pytest.approx(per_seed)
+            assert m["by_split"][split]["accuracy"] == pytest.approx(sum(per_seed) / 2)
+            kl = [r["kl"] for run in runs for r in run]
+            assert m["by_split"][split]["kl_to_sft"] == pytest.approx(sum(kl) / len(kl))
+        for key in ("accuracy", "gold_reward", "win_rate_vs_sft", "kl_to_sft"):  # fields consumers read
+            assert isinstance(m[key], float) and m[key] == m["by_split"]["heldout"][key]
+        moved = [json.loads((out / name / f"seed{s}" / "displacement.json").read_text()) for s in (0, 1)]
+        assert m["training"]["chosen"] == pytest.approx((moved[0]["chosen"] + moved[1]["chosen"]) / 2)
+    # the SFT model's greedy generations were reused, not generated again, for every method
+    sft_heldout = _generations(out / "eval" / "sft" / "generations-heldout.jsonl")
+    assert all("kl" in r for r in sft_heldout)
+    # alpha resolved from alpha_scale, recorded per run; SimPO is alpha 0; DPO has no shape
+    scale = json.loads((out / "alphapo" / "seed0" / "reward_scale.json").read_text())
+    assert stored["methods"]["alphapo"]["alpha"] == scale["alpha"]
+    assert scale["alpha"] == pytest.approx(1 / abs(scale["chosen"]["mean_logp"]))
+    assert stored["methods"]["simpo"]["alpha"] == 0.0 and stored["methods"]["dpo"]["alpha"] is None
+    assert stored["reward_scale"] == scale
+    # seeds train differently (data order), from the same pairs
+    assert weights_differ(out / "alphapo" / "seed0" / "model", out / "alphapo" / "seed1" / "model")
+    # comparisons against SimPO, by value
+    versus = stored["comparisons"]["methods"]["alphapo"]["heldout"]
+    mine = stored["methods"]["alphapo"]["by_split"]["heldout"]["accuracy"]
+    theirs = stored["methods"]["simpo"]["by_split"]["heldout"]["accuracy"]
+    assert versus["accuracy_diff"] == pytest.approx(mine - theirs)
+    low, high = versus["accuracy_diff_ci_seeds_and_prompts"]
+    assert low <= versus["accuracy_diff"] <= high
     report = (out / "report.md").read_text()
-    assert "## Results: heldout prompts" in report and "training_curves.png" in report
-    assert summary["methods"]["alphapo"]["accuracy"] == stored["methods"]["alphapo"]["accuracy"]
+    assert "## What the reward shape did" in report and "reward_shape.png" in report
+    assert f"alpha {scale['alpha']:+.3g}" in report and "Against simpo" in report
+    assert f"{versus['accuracy_diff']:+.3f} [{low:+.3f}, {high:+.3f}]" in report
+    assert (out / "plots" / "reward_shape.png").is_file()
+
+
+def weights_differ(a, b):
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return any(not (wa[k] == wb[k]).all() for k in wa)
 
 
 @pytest.mark.slow
@@ -101,10 +130,10 @@ def test_run_resumes_after_an_interrupted_stage(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     original = Pipeline.train_method
 
-    def interrupted(self, name):
+    def interrupted(self, name, seed):
         if name == "alphapo":
             raise KeyboardInterrupt  # as if Ctrl-C hit during the first training stage
-        return original(self, name)
+        return original(self, name, seed)
 
     monkeypatch.setattr(Pipeline, "train_method", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -91,6 +91,17 @@ def kl_estimate(policy, baseline, tokenizer, rows, samples: int, max_new_tokens:
     return diff.view(len(rows), samples).mean(dim=1).tolist()
 
 
+def _stored_records(eval_dir: str | Path | None, split: str, rows: list[dict]) -> list[dict] | None:
+    """The greedy records of ``split`` in ``eval_dir`` if they are for exactly ``rows``' prompts."""
+    path = Path(eval_dir) / f"generations-{split}.jsonl" if eval_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    records = read_jsonl(path, "eval")
+    if [r["prompt"] for r in records] != [r["prompt"] for r in rows]:
+        return None
+    return records
+
+
 def evaluate(
     model_dir: str | Path,
     baseline_dir: str | Path,
@@ -102,8 +113,12 @@ def evaluate(
     batch_size: int = 128,
     seed: int = 0,
     max_prompts: int | None = None,
+    baseline_eval: str | Path | None = None,
 ) -> dict:
-    """Evaluate ``model_dir`` against ``baseline_dir``; writes ``metrics.json`` and generations."""
+    """Evaluate ``model_dir`` against ``baseline_dir``; writes ``metrics.json`` and generations.
+
+    ``baseline_eval``: the baseline's own evaluation directory; its greedy generations are reused
+    when they cover the same prompts (greedy decoding is deterministic), instead of generating again."""
     out = Path(out_dir)
     policy, tokenizer = load_for_generation(model_dir, "eval")
     same = Path(model_dir).resolve() == Path(baseline_dir).resolve()
@@ -113,8 +128,9 @@ def evaluate(
         split = Path(path).name.split(".")[0]
         rows = read_jsonl(path, "eval", required=("prompt", "answer"))[:max_prompts]
         mine = greedy_records(policy, tokenizer, rows, max_new_tokens, batch_size)
-        theirs = mine if same else greedy_records(baseline, tokenizer, rows, max_new_tokens, batch_size)
-        write_jsonl(out / f"generations-{split}.jsonl", mine)
+        theirs = mine if same else _stored_records(baseline_eval, split, rows)
+        if theirs is None:
+            theirs = greedy_records(baseline, tokenizer, rows, max_new_tokens, batch_size)
         gold = [r["gold_reward"] for r in mine]
         correct = [float(r["correct"]) for r in mine]
         base_gold = [r["gold_reward"] for r in theirs]
@@ -124,6 +140,9 @@ def evaluate(
             if same
             else kl_estimate(policy, baseline, tokenizer, rows, kl_samples, max_new_tokens, batch_size, seed)
         )
+        for record, value in zip(mine, kl, strict=True):
+            record["kl"] = value
+        write_jsonl(out / f"generations-{split}.jsonl", mine)
         metrics[split] = {
             "n": len(rows),
             "accuracy": bootstrap(correct, seed=seed).to_json(),

@@ -63,3 +63,32 @@ def paired_difference(policy: Sequence[float], baseline: Sequence[float], **kwar
     if len(policy) != len(baseline):
         raise ValueError(f"paired difference over different prompt counts: {len(policy)} vs {len(baseline)}")
     return bootstrap([p - b for p, b in zip(policy, baseline, strict=True)], **kwargs)
+
+
+def seed_and_prompt_difference(
+    policy: Sequence[Sequence[float]],
+    baseline: Sequence[Sequence[float]],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean of ``policy - baseline`` with an interval over both training seeds and prompts.
+
+    ``policy`` and ``baseline`` are [S, N]: per training seed, a score per prompt (the same prompts in
+    the same order; seed ``i`` of both shares its data order, so seeds are paired too). Each resample
+    draws S seeds and N prompts with replacement, the same for both, so the interval covers the
+    spread between training runs as well as the finite prompt set. ``n`` is the number of prompts."""
+    a, b = np.asarray(policy, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"seed-and-prompt difference needs two [seeds, prompts] arrays, got {a.shape} and {b.shape}")
+    diff = a - b
+    seeds, prompts = diff.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for i in range(resamples):
+        rows = diff[rng.integers(0, seeds, size=seeds)]
+        means[i] = rows[:, rng.integers(0, prompts, size=prompts)].mean()
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Estimate(float(diff.mean()), float(low), float(high), prompts, level)

@@ -57,6 +57,11 @@ def alphapo(s: PairScores, *, beta: float = 2.5, gamma: float = 0.25, label_smoo
     ``loss = -log sigmoid(r_w - r_l - gamma)`` (label smoothing as in SimPO). ``alpha = 0`` is SimPO
     exactly. ``alpha`` (default 0.25) is a shape option handled by ``preference_loss``.
     Defaults (Mistral-7B-Instruct in the paper): alpha 0.25, beta 2.5, gamma 0.25 (gamma/beta 0.1).
+
+    Scale: the gradient weight ``p^-alpha = exp(-alpha l)`` depends on ``alpha * l``; 0.25 suits answers
+    with ``l`` near -1. On a model whose answers are near-certain (``l`` near -0.05) the same alpha is
+    SimPO in all but name: the trainer's ``loss.alpha_scale`` sets ``alpha = alpha_scale / |l_bar|``
+    from the starting model instead (``alphapo.train.reward_scale``).
     """
     return _margin_loss(s, beta, gamma, label_smoothing)
 

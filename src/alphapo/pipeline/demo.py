@@ -1,7 +1,8 @@
 """``alphapo demo``: the built-in recipe on the embedded task, end to end, offline, on a CPU.
 
-    alphapo demo                                   # AlphaPO, SimPO and DPO from the same SFT model and pairs
-    alphapo demo --compare alphapo,ipo --seed 1    # any loss name; methods not in the recipe use its defaults
+    alphapo demo                                   # AlphaPO at alpha < 0 and > 0 and SimPO; 3 seeds each
+    alphapo demo --quick                           # one seed, fewer prompts: a smoke run in about a minute
+    alphapo demo --compare simpo,simpo_nll,dpo     # recipe methods or loss names; NAME_nll adds an NLL term
     alphapo demo --sft-from-scratch                # rebuild the SFT checkpoint with the embedded recipe
 
 The recipe is ``alphapo/configs/demo.yaml`` inside the package. The SFT model is the checkpoint
@@ -26,25 +27,53 @@ def demo_recipe_path() -> Path:
     return Path(str(resources.files("alphapo") / "configs" / "demo.yaml"))
 
 
-def demo_config(out: str, compare: list[str], seed: int, sft_from_scratch: bool, overrides: list[str]) -> RecipeConfig:
+QUICK = [
+    "seeds=1",
+    "task.train_prompts=300",
+    "task.heldout=100",
+    "task.noop=100",
+    "task.unseen_templates=100",
+    "eval.kl_samples=1",
+]
+"""``--quick``: one seed and fewer prompts (overrides given after it still win)."""
+
+
+def _method(name: str, known: dict) -> dict:
+    """A recipe method, a loss with the recipe's defaults, or ``NAME_nll``: NAME plus an NLL term on the
+    chosen answer (weight 1, as in RPO / iterative reasoning preference optimisation)."""
+    import copy
+
+    if name in known:
+        return copy.deepcopy(known[name])
+    if name in available_losses() or name == "dpo":
+        return {"loss": {"name": name}}
+    if name.endswith("_nll") and name != "_nll":
+        method = _method(name[: -len("_nll")], known)
+        method.setdefault("loss", {})["nll_weight"] = 1.0
+        return method
+    raise ConfigError(
+        f"--compare: {name!r} is neither a method of the demo recipe ({', '.join(known)}), a loss "
+        f"({', '.join(available_losses())}) nor one of them with _nll"
+    )
+
+
+def demo_config(
+    out: str,
+    compare: list[str] | None,
+    seed: int,
+    sft_from_scratch: bool,
+    overrides: list[str],
+    quick: bool = False,
+) -> RecipeConfig:
     data = read_yaml(demo_recipe_path())
     known = data.get("methods", {})
-    methods = {}
-    for name in compare:
-        if name in known:
-            methods[name] = known[name]
-        elif name in available_losses() or name == "dpo":
-            methods[name] = {"loss": {"name": name}}
-        else:
-            raise ConfigError(
-                f"--compare: {name!r} is neither a method of the demo recipe ({', '.join(known)}) "
-                f"nor a loss ({', '.join(available_losses())})"
-            )
+    methods = {name: _method(name, known) for name in (known if compare is None else compare)}
     if not methods:
         raise ConfigError("--compare: name at least one method")
     data.update(out=out, seed=seed, methods=methods)
     if sft_from_scratch:
         data.setdefault("sft", {})["checkpoint"] = "train"
+    overrides = [*QUICK, *overrides] if quick else overrides
     return validate(RecipeConfig, apply_overrides(data, overrides), str(demo_recipe_path()))
 
 
@@ -52,9 +81,13 @@ def print_results(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 140)
+    from alphapo.report.shape import label, shape_rows
+
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
+    seeds = len(summary.get("seeds") or [summary.get("seed")])
+    spread = f", mean of {seeds} seeds ± sd" if seeds > 1 else ""
     for split in summary["methods"]["sft"]["by_split"]:
-        table = Table(title=f"{split} prompts (95% bootstrap intervals)")
+        table = Table(title=f"{split} prompts (95% bootstrap intervals over prompts{spread})")
         for column in ("model", "accuracy", "gold reward", "win rate vs SFT", "gain vs SFT", "KL to SFT"):
             table.add_column(column)
         for name, m in summary["methods"].items():
@@ -65,14 +98,29 @@ def print_results(summary: dict) -> None:
                 else f"{s['accuracy_gain_vs_sft']:+.3f} [{s['accuracy_gain_ci'][0]:+.3f}, "
                 f"{s['accuracy_gain_ci'][1]:+.3f}]"
             )
+            sd = f" ±{s['accuracy_sd']:.3f}" if seeds > 1 and name != "sft" else ""
             table.add_row(
-                name,
-                f"{s['accuracy']:.3f} [{s['accuracy_ci'][0]:.3f}, {s['accuracy_ci'][1]:.3f}]",
+                label(name, m),
+                f"{s['accuracy']:.3f} [{s['accuracy_ci'][0]:.3f}, {s['accuracy_ci'][1]:.3f}]{sd}",
                 f"{s['gold_reward']:.3f}",
                 f"{s['win_rate_vs_sft']:.3f}",
                 gain,
                 f"{s['kl_to_sft']:.3f}",
             )
+        console.print(table)
+    scale = summary.get("reward_scale")
+    if scale:
+        console.print(
+            f"reward scale (SFT model, training pairs): mean log-prob per token of chosen answers "
+            f"{scale['chosen']['mean_logp']:.3f}, rejected {scale['rejected']['mean_logp']:.3f}"
+        )
+    rows = shape_rows(summary)
+    if rows:
+        table = Table(title="What the reward shape did (displacement: end minus start, every pair)")
+        for column in rows[0]:
+            table.add_column(column)
+        for row in rows[1:]:
+            table.add_row(*row)
         console.print(table)
     console.print(f"wall time {summary['wall_time_s']:.0f}s; report: {summary.get('report', 'report.md')}")
 
@@ -97,7 +145,7 @@ def export_sft_checkpoint(run_dir: str | Path, target: str | Path) -> dict:
     manifest = {
         "built_by": "alphapo demo --sft-from-scratch (the sft stage of alphapo/configs/demo.yaml)",
         "sft": recipe["sft"] | {"checkpoint": "train"},
-        "task": recipe["task"],
+        "task": {"sft_examples": recipe["task"]["sft_examples"]},  # what the SFT data depends on
         "seed": recipe["seed"],
         "sha256": hashlib.sha256((target / "model.safetensors").read_bytes()).hexdigest(),
         "versions": {
@@ -111,8 +159,15 @@ def export_sft_checkpoint(run_dir: str | Path, target: str | Path) -> dict:
     return manifest
 
 
-def run_demo(out: str, compare: list[str], seed: int, sft_from_scratch: bool, overrides: list[str]) -> dict:
-    summary = Pipeline(demo_config(out, compare, seed, sft_from_scratch, overrides)).run()
+def run_demo(
+    out: str,
+    compare: list[str] | None,
+    seed: int,
+    sft_from_scratch: bool,
+    overrides: list[str],
+    quick: bool = False,
+) -> dict:
+    summary = Pipeline(demo_config(out, compare, seed, sft_from_scratch, overrides, quick)).run()
     summary["report"] = str(Path(out) / "report.md")
     print_results(summary)
     return summary

@@ -2,7 +2,7 @@
 
     kind: pipeline
     out: alphapo-demo
-    task: {train_prompts: 1000, heldout: 400, perturbed: 400}   # the embedded task's data ...
+    task: {train_prompts: 1000, heldout: 300, noop: 300}        # the embedded task's data ...
     prompts: {}                                                 # ... or your own prompt files
     sft: {checkpoint: builtin}                                  # builtin | train | a model directory
     sample: {k: 8, temperature: 1.0}
@@ -29,10 +29,18 @@ class _Strict(BaseModel):
 class TaskSpec(_Strict):
     """The embedded arithmetic task: how many problems of each split (seeded by the recipe's seed)."""
 
-    sft_examples: int = Field(default=4000, gt=0)
+    sft_examples: int = Field(default=20000, gt=0)
     train_prompts: int = Field(default=1000, gt=0)
-    heldout: int = Field(default=400, gt=0)
-    perturbed: int = Field(default=400, gt=0)
+    heldout: int = Field(default=300, gt=0)
+    noop: int = Field(default=300, gt=0)
+    unseen_templates: int = Field(default=300, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "perturbed" in data:
+            raise ValueError("task.perturbed was replaced by two splits: task.noop and task.unseen_templates")
+        return data
 
 
 class PromptFiles(_Strict):
@@ -83,6 +91,10 @@ class RecipeConfig(_Strict):
     kind: Literal["pipeline"] = "pipeline"
     out: str = "alphapo-run"
     seed: int = 0
+    seeds: int = Field(default=1, gt=0)
+    """Training runs per method, with ``train.seed`` = seed, seed + 1, ... (data order and any
+    dropout), all from the same SFT model and pairs; the summary gives their mean, spread and
+    intervals over seeds and prompts. With more than one, each run lives in ``<out>/<method>/seed<k>``."""
     task: TaskSpec | None = Field(default_factory=TaskSpec)
     prompts: PromptFiles = Field(default_factory=PromptFiles)
     sft: SFTSpec = Field(default_factory=SFTSpec)

@@ -3,14 +3,16 @@
 Every stage reads and writes plain files under the recipe's ``out`` directory, so any stage can also
 run alone (``alphapo sample``, ``alphapo train``, ...) and the chain resumes where it stopped:
 
-    out/data/{sft,train,heldout,perturbed}.jsonl   out/sft/model/        out/samples.jsonl
+    out/data/{sft,train,heldout,noop,unseen_templates}.jsonl   out/sft/model/        out/samples.jsonl
     out/judged.jsonl   out/pairs.jsonl (+ .stats.json)   out/<method>/model/   out/eval/<model>/metrics.json
     out/summary.json   out/report.md   out/plots/*.png
+
+With ``seeds: N`` (N > 1) each method trains N times from the same SFT model and pairs, in
+``out/<method>/seed<k>/`` (evaluations in ``out/eval/<method>/seed<k>/``).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from importlib import resources
@@ -24,6 +26,8 @@ from alphapo.pipeline.stages import Stages
 from alphapo.sample.generate import write_jsonl
 
 BUILTIN_SFT = "assets/demo/sft"
+EVAL_SPLITS = ("heldout", "noop", "unseen_templates")
+"""The embedded task's evaluation splits (see :mod:`alphapo.tasks.arithmetic`)."""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -67,12 +71,13 @@ class Pipeline:
         )
         # on-policy prompts: train-template problems the SFT stage did not see
         write_jsonl(self.data / "train.jsonl", (p.to_json() for p in make_split("train", task.train_prompts, seed + 1)))
-        write_jsonl(self.data / "heldout.jsonl", (p.to_json() for p in make_split("heldout", task.heldout, seed)))
-        write_jsonl(self.data / "perturbed.jsonl", (p.to_json() for p in make_split("perturbed", task.perturbed, seed)))
+        for split in EVAL_SPLITS:
+            problems = make_split(split, getattr(task, split), seed)
+            write_jsonl(self.data / f"{split}.jsonl", (p.to_json() for p in problems))
 
     def prompt_files(self) -> tuple[Path, list[Path]]:
         if self.cfg.task is not None:
-            return self.data / "train.jsonl", [self.data / "heldout.jsonl", self.data / "perturbed.jsonl"]
+            return self.data / "train.jsonl", [self.data / f"{split}.jsonl" for split in EVAL_SPLITS]
         return Path(self.cfg.prompts.train), [Path(p) for p in self.cfg.prompts.eval]
 
     def sft_model(self) -> Path:
@@ -111,22 +116,32 @@ class Pipeline:
         shutil.copytree(builtin_sft_dir(), target)
 
     # ---- methods
-    def method_config(self, name: str) -> dict[str, Any]:
+    def seeds(self) -> list[int]:
+        """The training seeds of every method."""
+        return [self.cfg.seed + i for i in range(self.cfg.seeds)]
+
+    def run_dir(self, name: str, seed: int, root: Path | None = None) -> Path:
+        """Where method ``name``'s run with training seed ``seed`` lives (under ``root``, default ``out``)."""
+        base = (root or self.out) / name
+        return base if self.cfg.seeds == 1 else base / f"seed{seed}"
+
+    def method_config(self, name: str, seed: int | None = None) -> dict[str, Any]:
+        seed = self.cfg.seed if seed is None else seed
         base = {
             "model": {"path": str(self.sft_model())},
             "data": {"paths": [str(self.out / "pairs.jsonl")], "cache_dir": str(self.out / "cache")},
-            "output_dir": str(self.out / name),
+            "output_dir": str(self.run_dir(name, seed)),
             "resume": True,
-            "train": {"seed": self.cfg.seed},
+            "train": {"seed": seed},
         }
         return deep_merge(base, deep_merge(self.cfg.method_defaults, self.cfg.methods[name]))
 
-    def train_method(self, name: str) -> None:
+    def train_method(self, name: str, seed: int) -> None:
         from alphapo.train import TrainConfig, train
 
-        result = train(validate(TrainConfig, self.method_config(name), f"method {name}"))
+        result = train(validate(TrainConfig, self.method_config(name, seed), f"method {name}"))
         if result.status != "completed":
-            raise StageError(f"train {name}: interrupted; run again to resume")
+            raise StageError(f"train {name} (seed {seed}): interrupted; run again to resume")
 
     # ---- the chain
     def prepare(self) -> None:
@@ -142,7 +157,7 @@ class Pipeline:
                 "data",
                 {"task": cfg.task.model_dump(), "seed": cfg.seed},
                 [],
-                [self.data / f"{s}.jsonl" for s in ("sft", "train", "heldout", "perturbed")],
+                [self.data / f"{s}.jsonl" for s in ("sft", "train", *EVAL_SPLITS)],
                 self.make_task_data,
             )
         if cfg.sft.checkpoint == "builtin":
@@ -188,26 +203,30 @@ class Pipeline:
     def run(self) -> dict:
         """The whole chain; returns the summary (also written to ``summary.json``)."""
         from alphapo.eval.evaluate import evaluate
+        from alphapo.pipeline.summary import write_summary
+        from alphapo.report import write_report
 
         start = time.monotonic()
         cfg, stages = self.cfg, self.stages
         self.prepare()
         sft = self.sft_model()
         _, eval_files = self.prompt_files()
-        for name in cfg.methods:
+        runs = [(name, seed) for name in cfg.methods for seed in self.seeds()]
+        for name, seed in runs:
             stages.run(
-                f"train-{name}",
-                self.method_config(name),
+                self.stage_name("train", name, seed),
+                self.method_config(name, seed),
                 [sft, self.out / "pairs.jsonl"],
-                [self.out / name / "model"],
-                lambda name=name: self.train_method(name),
+                [self.run_dir(name, seed) / "model"],
+                lambda name=name, seed=seed: self.train_method(name, seed),
             )
         e = cfg.eval
-        for name in ["sft", *cfg.methods]:
-            model = sft if name == "sft" else self.out / name / "model"
-            target = self.out / "eval" / name
+        sft_eval = self.out / "eval" / "sft"
+        for name, seed in [("sft", cfg.seed), *runs]:
+            model = sft if name == "sft" else self.run_dir(name, seed) / "model"
+            target = sft_eval if name == "sft" else self.run_dir(name, seed, self.out / "eval")
             stages.run(
-                f"eval-{name}",
+                self.stage_name("eval", name, seed),
                 {**e.model_dump(), "seed": cfg.seed},
                 [model, sft, *eval_files],
                 [target / "metrics.json"],
@@ -220,61 +239,12 @@ class Pipeline:
                     max_new_tokens=e.max_new_tokens,
                     batch_size=e.batch_size,
                     seed=cfg.seed,
+                    baseline_eval=sft_eval,
                 ),
             )
-        summary = self.summary(time.monotonic() - start)
-        from alphapo.report import write_report
-
+        summary = write_summary(self, time.monotonic() - start)
         write_report(self.out, summary)
         return summary
 
-    def summary(self, wall_time: float) -> dict:
-        models = {}
-        for name in ["sft", *self.cfg.methods]:
-            splits = json.loads((self.out / "eval" / name / "metrics.json").read_text())["splits"]
-            models[name] = {split: _flatten_split(m) for split, m in splits.items()}
-        stats_file = Path(f"{self.out / 'pairs.jsonl'}.stats.json")
-        summary = {
-            "methods": {
-                name: {**by_split[next(iter(by_split))], "by_split": by_split} for name, by_split in models.items()
-            },
-            "primary_split": next(iter(models["sft"])),
-            "pairs": json.loads(stats_file.read_text()) if stats_file.is_file() else None,
-            "stage_seconds": self.stages.timings,
-            "wall_time_s": wall_time,
-            "seed": self.cfg.seed,
-        }
-        tmp = self.out / ".tmp-summary.json"
-        tmp.write_text(json.dumps(summary, indent=1))
-        tmp.replace(self.out / "summary.json")
-        return summary
-
-
-def _flatten_split(m: dict) -> dict:
-    """The summary's fields for one split: point estimates plus their intervals."""
-
-    def est(key):
-        return m[key]["mean"], [m[key]["low"], m[key]["high"]]
-
-    accuracy, accuracy_ci = est("accuracy")
-    gold, gold_ci = est("gold_reward")
-    win, win_ci = est("win_rate_vs_baseline")
-    gain, gain_ci = est("accuracy_gain")
-    gold_gain, gold_gain_ci = est("gold_reward_gain")
-    kl, kl_ci = est("kl_to_baseline")
-    return {
-        "accuracy": accuracy,
-        "accuracy_ci": accuracy_ci,
-        "gold_reward": gold,
-        "gold_reward_ci": gold_ci,
-        "win_rate_vs_sft": win,
-        "win_rate_ci": win_ci,
-        "accuracy_gain_vs_sft": gain,
-        "accuracy_gain_ci": gain_ci,
-        "gold_reward_gain_vs_sft": gold_gain,
-        "gold_reward_gain_ci": gold_gain_ci,
-        "kl_to_sft": kl,
-        "kl_ci": kl_ci,
-        "mean_length": m["mean_length"],
-        "n": m["n"],
-    }
+    def stage_name(self, kind: str, name: str, seed: int) -> str:
+        return f"{kind}-{name}" if name == "sft" or self.cfg.seeds == 1 else f"{kind}-{name}-seed{seed}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alphapo.errors import StageError
 from alphapo.report.plots import plot_results, plot_training_curves
+from alphapo.report.shape import label, plot_shape, shape_findings, shape_rows
 
 
 def read_metrics_log(path: Path) -> list[dict]:
@@ -35,13 +36,15 @@ def _gain(name: str, s: dict) -> str:
 
 def results_table(summary: dict, split: str) -> str:
     rows = [
-        "| model | accuracy | gold reward | win rate vs SFT | accuracy gain vs SFT | KL to SFT | mean length |",
-        "|---|---|---|---|---|---|---|",
+        "| model | accuracy | sd over seeds | gold reward | win rate vs SFT | accuracy gain vs SFT | KL to SFT "
+        "| mean length |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary["methods"].items():
         s = m["by_split"][split]
+        sd = f"{s['accuracy_sd']:.3f}" if "accuracy_sd" in s and name != "sft" else "-"
         rows.append(
-            f"| {name} | {s['accuracy']:.3f} {_ci(s['accuracy_ci'])} | {s['gold_reward']:.3f} "
+            f"| {label(name, m)} | {s['accuracy']:.3f} {_ci(s['accuracy_ci'])} | {sd} | {s['gold_reward']:.3f} "
             f"{_ci(s['gold_reward_ci'])} | {s['win_rate_vs_sft']:.3f} {_ci(s['win_rate_ci'])} | "
             f"{_gain(name, s)} | {s['kl_to_sft']:.3f} | {s['mean_length']:.1f} |"
         )
@@ -58,21 +61,36 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     methods = [m for m in summary["methods"] if m != "sft"]
-    logs = {m: read_metrics_log(run_dir / m / "metrics.jsonl") for m in methods}
+    seeds = summary.get("seeds") or [summary.get("seed")]
+    first = "" if len(seeds) == 1 else f"seed{seeds[0]}"
+    logs = {m: read_metrics_log(run_dir / m / first / "metrics.jsonl") for m in methods}
     curves = plot_training_curves(logs, plots / "training_curves.png")
     results = plot_results(summary, plots / "results.png")
     lines = [f"# alphapo run: {run_dir.name}", ""]
     lines += [
         "Every number comes with a 95% bootstrap interval over prompts; a gain is *beyond noise* when its",
         "interval excludes zero (paired over the same prompts). Win rates count ties as half.",
-        "",
     ]
+    if len(seeds) > 1:
+        lines += [
+            f"Each method trained {len(seeds)} times (training seeds {', '.join(map(str, seeds))}) from the same SFT",
+            "model and pairs: numbers are means over seeds of per-prompt values, with the spread (sd) over seeds.",
+        ]
+    lines.append("")
     for split in summary["methods"]["sft"]["by_split"]:
         lines += [f"## Results: {split} prompts", "", results_table(summary, split), ""]
     lines += ["![results](plots/results.png)", ""]
+    rows = shape_rows(summary)
+    if rows:
+        lines += ["## What the reward shape did", "", *shape_findings(summary)]
+        lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        lines.append("")
+        if plot_shape(summary, plots / "reward_shape.png"):
+            lines += ["![reward shape](plots/reward_shape.png)", ""]
     if curves:
         lines += [
-            "## Training curves",
+            "## Training curves" + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
             "",
             "Rewards, margins and log-probs of the chosen and rejected answers during training, and the",
             "*likelihood displacement*: each log-prob minus its value under the starting model. A chosen",

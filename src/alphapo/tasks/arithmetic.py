@@ -12,12 +12,20 @@ contract inconsistently. Some end in prose ("So the answer is 12.") or stop afte
 and subtraction problems do so more often than the rest (70% against 20%). The verifier accepts only
 ``Answer: N``, so an SFT model inherits a format gap that on-policy preference training can close.
 
-Splits: ``train`` and ``heldout`` use the same templates; ``heldout`` problems use operand
-combinations that training never sees (a stable hash sends a fifth of all combinations to held-out),
-so they measure whether the procedure generalises, not recall. Multiplication is the exception: its
-single-digit facts are a lookup table with no procedure to generalise, so those facts are shared.
-``perturbed`` uses templates never seen in training, each with an irrelevant clause (which may carry
-a distractor number), on held-out combinations too. Everything is deterministic for a seed.
+Templates are compositions of sentences (:mod:`alphapo.tasks.templates`); a fifth of training
+problems carry a neutral irrelevant sentence. Four splits:
+
+- ``train``: the training templates and operand combinations (SFT data and on-policy prompts);
+- ``heldout``: the same templates and clauses, on operand combinations training never sees (a stable
+  hash sends a fifth of all combinations to held-out), so it measures whether the procedure
+  generalises, not recall. Multiplication is the exception: its single-digit facts are a lookup
+  table with no procedure to generalise, so those facts are shared;
+- ``noop``: a held-out problem plus one irrelevant sentence carrying a distractor number (GSM-NoOp
+  style, never in training); ``base_prompt`` keeps the problem without it;
+- ``unseen_templates``: compositions of sentences training never sees together, some with a
+  sentence training never sees at all, on held-out combinations.
+
+Everything is deterministic for a seed.
 
 :func:`gold_reward` is computed, not learned: 1 for the right final answer, plus small terms so that
 two correct (or two wrong) responses still differ: +0.1 for exactly one well-formed ``Answer:`` line
@@ -32,37 +40,16 @@ import re
 import zlib
 from dataclasses import dataclass
 
+from alphapo.tasks.templates import NEUTRAL_CLAUSES, NUMBER_CLAUSES, SOLUTIONS, templates
+
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Max", "Ivy", "Ben", "Eva", "Tom", "Nia", "Raj", "Ana", "Kai", "Lia", "Jon"]
 PRONOUN = {n: ("She" if n in {"Mia", "Ava", "Zoe", "Ivy", "Eva", "Nia", "Ana", "Lia"} else "He") for n in NAMES}
 OBJECTS = ["apples", "pens", "cards", "books", "shells", "coins", "eggs", "stamps", "rocks", "cups"]
 
-# Each template: (kind, text, solution). Numbers a, b, c; x, y are names; o is the object.
-TRAIN_TEMPLATES = [
-    ("add", "{x} has {a} {o}. {p} buys {b} more. How many {o} does {x} have now?", "{a} + {b} = {r}."),
-    ("sub", "{x} has {a} {o}. {p} gives {b} to {y}. How many {o} does {x} have left?", "{a} - {b} = {r}."),
-    ("mul", "{x} has {a} boxes with {b} {o} in each box. How many {o} does {x} have?", "{a} * {b} = {r}."),
-    (
-        "add_sub",
-        "{x} has {a} {o}. {p} finds {b} more and loses {c}. How many {o} does {x} have now?",
-        "{a} + {b} = {s}. {s} - {c} = {r}.",
-    ),
-    ("add2", "{x} has {a} {o} and {y} has {b} {o}. How many {o} do they have together?", "{a} + {b} = {r}."),
-]
-PERTURBED_TEMPLATES = [
-    ("add", "{y} gives {x} {b} {o}. Before that, {x} had {a} {o}. How many {o} does {x} have?", "{a} + {b} = {r}."),
-    (
-        "sub",
-        "There are {a} {o} on the table. {x} takes {b} of them. How many {o} are still on the table?",
-        "{a} - {b} = {r}.",
-    ),
-    ("mul", "Each of {x}'s {a} bags holds {b} {o}. How many {o} are in the bags?", "{a} * {b} = {r}."),
-    (
-        "add_sub",
-        "{x} starts with {a} {o}, gets {b} as a gift, then gives {c} away. How many {o} are left?",
-        "{a} + {b} = {s}. {s} - {c} = {r}.",
-    ),
-]
-DISTRACTORS = ["It is a sunny day.", "{y} is {d} years old.", "{y} has {d} cats at home.", "The shop opens at {d}."]
+KINDS = ("add", "sub", "mul", "add_sub", "add2")
+SPLITS = ("train", "heldout", "noop", "unseen_templates")
+TRAIN_CLAUSE_SHARE = 0.2
+"""Share of training (and held-out) problems that carry a neutral irrelevant clause."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +60,10 @@ class Problem:
     solution: str  # the reference response (for SFT data)
     kind: str
     split: str
+    base_prompt: str | None = None  # noop: the same problem without its irrelevant clause
 
     def to_json(self) -> dict:
-        return {
+        row = {
             "id": self.id,
             "prompt": self.prompt,
             "answer": self.answer,
@@ -83,6 +71,7 @@ class Problem:
             "kind": self.kind,
             "split": self.split,
         }
+        return row | ({"base_prompt": self.base_prompt} if self.base_prompt is not None else {})
 
 
 def held_out_numbers(kind: str, values: dict[str, int]) -> bool:
@@ -117,32 +106,42 @@ def _numbers(kind: str, rng: random.Random) -> dict[str, int]:
     return {"a": a, "b": b, "c": c, "s": a + b, "r": a + b - c}
 
 
-def _problem(index: int, split: str, templates, rng: random.Random, distract: bool) -> Problem:
-    kind, text, solution = templates[rng.randrange(len(templates))]
+def insert_clause(prompt: str, clause: str) -> str:
+    """``prompt`` with ``clause`` as a sentence of its own just before the question (where it cannot
+    come between a pronoun and the name it stands for)."""
+    statements, question = prompt.rsplit(". ", 1)
+    return f"{statements}. {clause} {question}"
+
+
+def _problem(index: int, split: str, rng: random.Random) -> Problem:
+    kind = KINDS[rng.randrange(len(KINDS))]
+    choices = templates(kind, seen=split != "unseen_templates")
+    template = choices[rng.randrange(len(choices))]
     x, y = rng.sample(NAMES, 2)
     numbers = _draw_numbers(kind, rng, held_out=split != "train")
     values = {"x": x, "y": y, "p": PRONOUN[x], "o": rng.choice(OBJECTS), **numbers}
-    prompt = text.format(**values)
-    if distract:
-        clause = rng.choice(DISTRACTORS).format(y=y, d=rng.randint(2, 12))
-        sentences = prompt.split(". ")
-        sentences.insert(rng.randint(1, len(sentences) - 1), clause.rstrip("."))
-        prompt = ". ".join(sentences)
+    prompt = " ".join(template).format(**values)
+    base_prompt = None
+    if split in ("train", "heldout") and rng.random() < TRAIN_CLAUSE_SHARE:
+        prompt = insert_clause(prompt, rng.choice(NEUTRAL_CLAUSES).format(y=y))
+    elif split == "noop":
+        clause = rng.choice(NUMBER_CLAUSES).format(y=y, d=rng.randint(2, 12))
+        base_prompt, prompt = prompt, insert_clause(prompt, clause)
     answer = values["r"]
-    return Problem(f"{split}-{index}", prompt, answer, f"{solution.format(**values)} Answer: {answer}", kind, split)
+    solution = f"{SOLUTIONS[kind].format(**values)} Answer: {answer}"
+    return Problem(f"{split}-{index}", prompt, answer, solution, kind, split, base_prompt)
 
 
 def make_split(split: str, n: int, seed: int) -> list[Problem]:
-    """``n`` problems of ``split`` (train, heldout or perturbed), deterministic for ``seed``.
+    """``n`` problems of ``split`` (one of :data:`SPLITS`), deterministic for ``seed``.
 
-    Splits draw from independent streams; held-out and perturbed problems use operand combinations
-    training never sees (:func:`held_out_numbers`), except multiplication facts."""
-    offsets = {"train": 0, "heldout": 1, "perturbed": 2}
-    if split not in offsets:
-        raise ValueError(f"unknown split {split!r} (train, heldout, perturbed)")
-    rng = random.Random(seed * 1_000 + offsets[split])
-    templates = PERTURBED_TEMPLATES if split == "perturbed" else TRAIN_TEMPLATES
-    return [_problem(i, split, templates, rng, distract=split == "perturbed") for i in range(n)]
+    Splits draw from independent streams. ``train`` and ``heldout`` share templates and their neutral
+    clauses; every split but ``train`` uses operand combinations training never sees
+    (:func:`held_out_numbers`), except multiplication facts."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} ({', '.join(SPLITS)})")
+    rng = random.Random(seed * 1_000 + SPLITS.index(split))
+    return [_problem(i, split, rng) for i in range(n)]
 
 
 STYLES = ("answer", "prose", "bare")

@@ -77,6 +77,11 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = "alphapo"
+    alpha_scale: float | None = None
+    """Set the reward shape on the task's own scale instead of ``alpha``: ``alpha = alpha_scale /
+    |l_bar|`` with ``l_bar`` the starting policy's mean log-prob per token of the chosen answers, so the
+    typical chosen answer's gradient weight ``p^-alpha`` is ``e^alpha_scale``
+    (``alphapo.train.reward_scale``). Reference-free losses with a shape (alphapo, cpo) only."""
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -84,9 +89,21 @@ class LossConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known(self):
+        import math
+
+        from alphapo.losses import get_loss_spec
         from alphapo.losses.api import check_loss_settings
 
         check_loss_settings(self.name, self.hparams)
+        if self.alpha_scale is not None:
+            spec = get_loss_spec(self.name)
+            if "alpha" in self.hparams:
+                raise ValueError("give loss.alpha or loss.alpha_scale, not both")
+            if not math.isfinite(self.alpha_scale):
+                raise ValueError(f"loss.alpha_scale must be a finite number, got {self.alpha_scale}")
+            if spec.needs_reference or not spec.shapeable:
+                why = "its log-ratio is 0 at the start" if spec.needs_reference else "it has no reward shape"
+                raise ValueError(f"loss.alpha_scale does not apply to {self.name!r}: {why} (set loss.alpha)")
         return self
 
 

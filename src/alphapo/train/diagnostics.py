@@ -63,8 +63,8 @@ def sequence_weights(logps, n_tokens, pairs: int, loss_name: str, hparams: dict,
     return -g_w, g_l
 
 
-def probe(model, batch, cfg, reference) -> dict[str, float]:
-    """All diagnostics on one probe batch (rows: chosen then rejected)."""
+def probe(model, batch, cfg, reference, hparams: dict) -> dict[str, float]:
+    """All diagnostics on one probe batch (rows: chosen then rejected); ``hparams``: the loss's, resolved."""
     lm = unwrap(model)
     pairs = batch["index"].shape[0]
     refs = ()
@@ -76,7 +76,7 @@ def probe(model, batch, cfg, reference) -> dict[str, float]:
     }
     with torch.no_grad():
         logps, n_tokens, _ = batch_logps(lm, batch, cfg.train.logps)
-    w_chosen, w_rejected = sequence_weights(logps, n_tokens, pairs, cfg.loss.name, cfg.loss.hparams, refs)
+    w_chosen, w_rejected = sequence_weights(logps, n_tokens, pairs, cfg.loss.name, hparams, refs)
     for side, weights in (("chosen", w_chosen), ("rejected", w_rejected)):
         q = torch.quantile(weights, torch.tensor([0.1, 0.5, 0.9], dtype=weights.dtype))
         metrics.update(

@@ -80,3 +80,16 @@ class DisplacementProbe:
 
     def load(self, state: dict) -> None:
         self.start = {int(i): (float(v[0]), float(v[1])) for i, v in state.items()}
+
+
+def final_displacement(initial: torch.Tensor, final: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """Displacement of every pair at the end of training: ``final - initial`` log-prob sums ([N, 2]
+    each, chosen then rejected; ``lengths`` [N, 2] token counts), as written to ``displacement.json``."""
+    delta = (final - initial).double()
+    record: dict = {"pairs": int(delta.shape[0])}
+    for column, side in enumerate(("chosen", "rejected")):
+        d = delta[:, column]
+        record[side] = float(d.mean())
+        record[f"{side}_per_token"] = float((d / lengths[:, column]).mean())
+        record[f"{side}_fell"] = float((d < 0).double().mean())
+    return record

@@ -28,10 +28,12 @@ from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
-from alphapo.train.displacement import DisplacementProbe, automatic_every
+from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import save_final_model
+from alphapo.train.reference import compute_table
+from alphapo.train.reward_scale import completion_lengths, resolve_hparams
 from alphapo.train.setup import add_lora, load_policy, load_tokenizer, make_optimizer, make_scheduler
 from alphapo.train.tables import prepare_tables
 
@@ -139,6 +141,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             print(f"train: removed {stale}, a checkpoint whose save was interrupted", file=sys.stderr)
     checkpoint = resolve_resume(output_dir, cfg.resume)
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
+    hparams = resolve_hparams(cfg, model, dataset, collator, acc, tables.initial, checkpoint)
     if cfg.lora is not None:
         model = add_lora(cfg, model)
     world, accum = acc.num_processes, cfg.train.grad_accum
@@ -167,15 +170,22 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     if cfg.task == "sft":
         objective = SFTObjective(cfg.train.logps, cfg.train.chunk_size)
     else:
-        hp = cfg.loss.hparams
         objective = PreferenceObjective(
-            cfg.loss.name, hp, tables.reference, tables.initial, cfg.train.logps, cfg.train.chunk_size, displacement
+            cfg.loss.name,
+            hparams,
+            tables.reference,
+            tables.initial,
+            cfg.train.logps,
+            cfg.train.chunk_size,
+            displacement,
         )
     probe_batch = None
     if cfg.diagnostics.every and cfg.task == "preference" and main:
         items = [dataset[i] for i in range(min(cfg.diagnostics.probe_pairs, len(dataset)))]
         probe_batch = {k: v.to(acc.device) for k, v in collator(items).items()}
     state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, **tables.keys}
+    if cfg.loss.alpha_scale is not None:
+        state["alpha_from_scale"] = hparams["alpha"]
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint))
         if displacement is not None:
@@ -254,7 +264,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             t_last, tokens_last = now, state["num_tokens"]
             if probe_batch is not None and (step % cfg.diagnostics.every == 0 or step == 1):
                 with acc.autocast():
-                    metrics.update(probe(model, probe_batch, cfg, tables.reference))
+                    metrics.update(probe(model, probe_batch, cfg, tables.reference, hparams))
             if displacement is not None and (step % probe_every == 0 or step == total_steps):
                 with acc.autocast():
                     measured = displacement.measure(
@@ -300,10 +310,23 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     # ---- save
     model_dir = None
     if result_status == "completed":
+        if tables.initial is not None:  # every pair's displacement at the end, against the starting table
+            _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir)
         model_dir = save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged)
     if cfg.logging.report_to:
         acc.end_training()
     return TrainResult(result_status, state["step"], output_dir, model_dir, saved, last_logged)
+
+
+def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path) -> None:
+    import json
+
+    batch_size = cfg.reference.batch_size or cfg.train.batch_size
+    policy = acc.unwrap_model(model)
+    final = compute_table(policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs")
+    if acc.is_main_process:
+        record = final_displacement(initial, final, completion_lengths(dataset))
+        (output_dir / "displacement.json").write_text(json.dumps(record, indent=1))
 
 
 def _completion_tokens(item: dict) -> int:
