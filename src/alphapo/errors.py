@@ -34,6 +34,11 @@ class StageError(AlphapoError, RuntimeError):
     """A pipeline stage could not run; the message names the stage and the file."""
 
 
+class TrainingError(AlphapoError, RuntimeError):
+    """Training stopped: non-finite or exploding values, nothing trained, or a save that failed (the
+    message says at which step, what, and which checkpoint was kept)."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the closest choices to ``name``, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)

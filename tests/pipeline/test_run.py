@@ -1,6 +1,7 @@
 """`alphapo run` end to end on a micro recipe (a few steps per stage), and its resume."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,32 @@ def test_run_resumes_after_an_interrupted_stage(tmp_path, monkeypatch, capsys):
         assert f"[{stage}] up to date, skipped" in log
     assert "[train-alphapo] running" in log and (out / "alphapo" / "model").is_dir()
     assert (out / "samples.jsonl").stat().st_mtime_ns == samples_mtime
-    # a changed setting reruns only what depends on it
-    recipe = micro_recipe(out).model_copy(update={"pair": micro_recipe(out).pair.model_copy(update={"min_gap": 0.01})})
+    # a changed setting reruns only what depends on it (this gap drops about a third of the pairs)
+    recipe = micro_recipe(out).model_copy(update={"pair": micro_recipe(out).pair.model_copy(update={"min_gap": 0.04})})
     Pipeline(recipe).run()
     log = capsys.readouterr().err
     assert "[sample] up to date, skipped" in log and "[pair] running" in log
+    # the training stages reran on the new pairs from scratch, the old runs kept aside, not resumed
+    assert "[train-alphapo] running" in log and "starting over" in log
+    assert (out / "alphapo" / "previous-1" / "checkpoints").is_dir()
+    # a changed loss setting: only that method's stages rerun, from scratch: equal to a fresh run
+    methods = {**recipe.methods, "dpo": {"loss": {"name": "sigmoid", "beta": 0.2}}}
+    changed = recipe.model_copy(update={"methods": methods})
+    Pipeline(changed).run()
+    log = capsys.readouterr().err
+    assert "[train-alphapo] up to date, skipped" in log and "[train-dpo] running" in log
+    fresh = changed.model_copy(update={"out": str(tmp_path / "fresh")})
+    pipeline = Pipeline(fresh, quiet=True)
+    for name in ("data", "sft", "samples.jsonl", "judged.jsonl", "pairs.jsonl", "pairs.jsonl.stats.json", "tokenizer"):
+        source = out / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / "fresh" / name)
+    config = pipeline.method_config("dpo")
+    config["model"]["path"] = str(out / "sft" / "model")
+    config["data"]["paths"] = [str(out / "pairs.jsonl")]
+    from alphapo.train import TrainConfig, train
+
+    reference = train(validate(TrainConfig, config))
+    from safetensors.torch import load_file
+
+    a, b = load_file(out / "dpo" / "model" / "model.safetensors"), load_file(reference.model_dir / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alphapo.train import TrainingError, train
-from alphapo.train.checkpoint import complete_checkpoints
+from alphapo.train.checkpoint import complete_checkpoints, remove_checkpoint
 from tests.train.conftest import make_config, weights
 
 
@@ -78,8 +78,10 @@ def test_half_written_checkpoint_is_ignored_on_resume(assets, tmp_path):
     out = tmp_path / "run"
     cfg = dict(train={"max_steps": 4}, checkpoint={"every": 2, "keep_last": 5})
     train(make_config(assets, out, **cfg))
+    # every 2 steps, and one at the end before the final model is written
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000002", "step-00000004"]
+    remove_checkpoint(out / "checkpoints" / "step-00000004")
     good = complete_checkpoints(out)
-    assert [p.name for p in good] == ["step-00000002"]
     # simulate a kill while saving step 4: a temporary dir, and a renamed one missing its state file
     shutil.copytree(good[0], out / "checkpoints" / ".tmp-step-00000004")
     broken = out / "checkpoints" / "step-00000003"
@@ -93,12 +95,13 @@ def test_half_written_checkpoint_is_ignored_on_resume(assets, tmp_path):
 
 def test_a_checkpoint_missing_a_file_is_not_complete(assets, tmp_path):
     from alphapo.errors import ConfigError
-    from alphapo.train.checkpoint import missing_files, remove_checkpoint
+    from alphapo.train.checkpoint import missing_files
 
     out = tmp_path / "run"
     cfg = dict(train={"max_steps": 6}, checkpoint={"every": 2, "keep_last": 5})
     train(make_config(assets, out, **cfg))
-    two, four = complete_checkpoints(out)
+    two, four, six = complete_checkpoints(out)
+    remove_checkpoint(six)
     state = json.loads((four / "trainer_state.json").read_text())
     assert "model.safetensors" in state["files"] and not missing_files(four)
     (four / "model.safetensors").unlink()  # a kill while pruning: marker still there, weights gone

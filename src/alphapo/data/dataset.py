@@ -93,13 +93,15 @@ class DataReport:
 class TokenizedDataset(torch.utils.data.Dataset):
     """Tokenised items (dicts of token id lists) of one kind: ``paired``, ``unpaired`` or ``sft``.
 
-    ``key`` fingerprints the data, tokenizer and settings that produced it (caches key on it)."""
+    ``key`` fingerprints the data, tokenizer and settings that produced it (caches key on it);
+    ``content_key`` the same without the files' paths (what a checkpoint's fingerprint records)."""
 
     def __init__(self, items: list[dict[str, Any]], kind: str, report: DataReport, key: str = ""):
         self.items = items
         self.kind = kind
         self.report = report
         self.key = key
+        self.content_key = key
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
@@ -245,12 +247,12 @@ def load_dataset_for_training(
         raise DataError("no data: set data.paths to one or more files")
     output = Path(output_dir) if output_dir is not None else None
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else (output / "cache" if output else None)
-    key = fingerprint(
-        {
-            "sources": [source_fingerprint(p, cfg.split) for p in cfg.paths],
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-            "settings": cfg.model_dump(exclude={"cache_dir"}),
-        }
+    sources = [source_fingerprint(p, cfg.split) for p in cfg.paths]
+    tokens = tokenizer_fingerprint(tokenizer)
+    key = fingerprint({"sources": sources, "tokenizer": tokens, "settings": cfg.model_dump(exclude={"cache_dir"})})
+    # what was trained on, wherever the files live (checkpoints compare this: alphapo.train.fingerprint)
+    content_key = fingerprint(
+        {"sources": sources, "tokenizer": tokens, "settings": cfg.model_dump(exclude={"cache_dir", "paths"})}
     )
     cached = load_entry(cache_dir, key) if cache_dir else None
     if cached is not None:
@@ -272,4 +274,6 @@ def load_dataset_for_training(
     _check_bad_share(cfg, report, where)
     if not quiet:
         print(report.summary() + where, file=sys.stderr)
-    return TokenizedDataset(items, kind, report, key)
+    dataset = TokenizedDataset(items, kind, report, key)
+    dataset.content_key = content_key
+    return dataset

@@ -92,6 +92,7 @@ class Pipeline:
             "data": {"paths": [str(self.data / "sft.jsonl")], "cache_dir": str(self.out / "cache")},
             "output_dir": str(self.out / "sft"),
             "resume": True,
+            "resume_mismatch": "fresh",
         }
         return deep_merge(base, self.cfg.sft.recipe)
 
@@ -132,6 +133,7 @@ class Pipeline:
             "data": {"paths": [str(self.out / "pairs.jsonl")], "cache_dir": str(self.out / "cache")},
             "output_dir": str(self.run_dir(name, seed)),
             "resume": True,
+            "resume_mismatch": "fresh",  # a stage rerun for changed settings or inputs starts over
             "train": {"seed": seed},
         }
         return deep_merge(base, deep_merge(self.cfg.method_defaults, self.cfg.methods[name]))

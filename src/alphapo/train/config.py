@@ -144,6 +144,9 @@ class LoopConfig(_Strict):
     non-finite and the last good checkpoint), or skip the step (counted as ``skipped_steps``)."""
     nan_skip_limit: int = Field(default=5, gt=0)
     """With ``nan_policy: skip``, stop after this many skipped steps in a row."""
+    max_update_ratio: float | None = Field(default=1.0, gt=0)
+    """Stop when one update changes the trainable weights' norm by more than this fraction of it
+    (diverging training with finite values; ``alphapo.train.guards``). None: no check."""
     group_by_length: bool = True
 
 
@@ -202,6 +205,10 @@ class TrainConfig(_Strict):
     output_dir: str = "runs/alphapo"
     resume: bool | str = False
     """``true``: continue from the latest complete checkpoint in output_dir; a path: from that one."""
+    resume_mismatch: Literal["stop", "fresh", "continue"] = "stop"
+    """When the checkpoint belongs to other settings, data or model (``alphapo.train.fingerprint``):
+    ``stop`` with the list of differences; ``fresh``: move the old run to ``previous-<n>/`` and start
+    over; ``continue``: resume anyway, only where just ``train.max_steps``/``train.epochs`` changed."""
 
     @field_validator("data", mode="before")
     @classmethod

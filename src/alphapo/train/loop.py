@@ -23,12 +23,14 @@ import torch
 
 from alphapo.config import dump_config
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
-from alphapo.errors import AlphapoError, ConfigError
+from alphapo.errors import ConfigError, TrainingError
 from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
+from alphapo.train.fingerprint import resume_or_start_over, run_fingerprint
+from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import save_final_model
@@ -36,11 +38,6 @@ from alphapo.train.reference import compute_table
 from alphapo.train.reward_scale import completion_lengths, resolve_hparams
 from alphapo.train.setup import add_lora, load_policy, load_tokenizer, make_optimizer, make_scheduler
 from alphapo.train.tables import prepare_tables
-
-
-class TrainingError(AlphapoError, RuntimeError):
-    """Training stopped: non-finite log-probs, loss or gradient, or nothing was trained (the message
-    says at which step, what, and which checkpoint was kept)."""
 
 
 @dataclass
@@ -140,6 +137,9 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         for stale in remove_stale(output_dir):
             print(f"train: removed {stale}, a checkpoint whose save was interrupted", file=sys.stderr)
     checkpoint = resolve_resume(output_dir, cfg.resume)
+    fingerprint = run_fingerprint(cfg, dataset.content_key)
+    if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
+        checkpoint = None
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
     hparams = resolve_hparams(cfg, model, dataset, collator, acc, tables.initial, checkpoint)
     if cfg.lora is not None:
@@ -183,11 +183,11 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     if cfg.diagnostics.every and cfg.task == "preference" and main:
         items = [dataset[i] for i in range(min(cfg.diagnostics.probe_pairs, len(dataset)))]
         probe_batch = {k: v.to(acc.device) for k, v in collator(items).items()}
-    state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, **tables.keys}
+    state = {"step": 0, "num_tokens": 0, "skipped_steps": 0, "fingerprint": fingerprint, **tables.keys}
     if cfg.loss.alpha_scale is not None:
         state["alpha_from_scale"] = hparams["alpha"]
     if checkpoint is not None:
-        state.update(load_checkpoint(acc, checkpoint))
+        state.update(load_checkpoint(acc, checkpoint), fingerprint=fingerprint)
         if displacement is not None:
             displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
         if main:
@@ -198,6 +198,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
 
     # ---- train
     model.train()
+    guard = WeightGuard(model, acc, cfg.train.max_update_ratio)
     progress = Progress(cfg.logging.progress, total_steps, state["step"], enabled=main)
     result_status, saved, metrics = "completed", None, {}
     t_last, tokens_last = time.monotonic(), state["num_tokens"]
@@ -231,10 +232,10 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 window.add_sum(name, total, count)  # logged values average every example since the last log
             bad_logps = totals.pop("nonfinite_logps", (0.0, 0.0))[0]
             metrics = {name: total / max(count, 1) for name, (total, count) in totals.items()}
-            culprit = _non_finite(bad_logps, metrics["loss"], grad_norm)
+            culprit = non_finite(bad_logps, metrics["loss"], grad_norm)
             if culprit is not None:
                 if cfg.train.nan_policy == "stop":
-                    raise TrainingError(_nan_message(step + 1, culprit, metrics, grad_norm, output_dir))
+                    raise TrainingError(nan_message(step + 1, culprit, metrics, grad_norm, output_dir))
                 optimizer.zero_grad(set_to_none=True)
                 state["skipped_steps"] += 1
                 skipped_in_a_row += 1
@@ -242,13 +243,14 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                     print(f"train: step {step + 1} skipped: {culprit} (nan_policy=skip)", file=sys.stderr)
                 if skipped_in_a_row >= cfg.train.nan_skip_limit:
                     raise TrainingError(
-                        _nan_message(step + 1, culprit, metrics, grad_norm, output_dir, in_a_row=skipped_in_a_row)
+                        nan_message(step + 1, culprit, metrics, grad_norm, output_dir, in_a_row=skipped_in_a_row)
                     )
             else:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 skipped_in_a_row = 0
+                guard.check(step + 1, output_dir)
             tokens = torch.tensor(float(step_tokens), device=acc.device)
             state["num_tokens"] += int(acc.reduce(tokens, reduction="sum").item() if world > 1 else step_tokens)
             state["step"] = step = step + 1
@@ -296,7 +298,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps):
                 if displacement is not None:
                     state["displacement_probe"] = _gather_probe(acc, displacement)
-                saved = save_checkpoint(acc, output_dir, step, state, cfg.checkpoint.keep_last)
+                saved = _save_checkpoint(acc, output_dir, step, state, cfg)
             if stop:
                 result_status = "interrupted"
                 break
@@ -310,9 +312,19 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     # ---- save
     model_dir = None
     if result_status == "completed":
+        if saved is None or saved.name != f"step-{state['step']:08d}":  # so that a failed final write loses nothing
+            if displacement is not None:
+                state["displacement_probe"] = _gather_probe(acc, displacement)
+            saved = _save_checkpoint(acc, output_dir, state["step"], state, cfg)
         if tables.initial is not None:  # every pair's displacement at the end, against the starting table
             _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir)
-        model_dir = save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged)
+        model_dir = guarded_save(
+            "the final model",
+            output_dir / "model",
+            output_dir,
+            lambda: save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged),
+            [output_dir / ".tmp-model", output_dir / ".tmp-merged"],
+        )
     if cfg.logging.report_to:
         acc.end_training()
     return TrainResult(result_status, state["step"], output_dir, model_dir, saved, last_logged)
@@ -327,6 +339,17 @@ def _write_final_displacement(cfg, acc, model, dataset, collator, initial, outpu
     if acc.is_main_process:
         record = final_displacement(initial, final, completion_lengths(dataset))
         (output_dir / "displacement.json").write_text(json.dumps(record, indent=1))
+
+
+def _save_checkpoint(acc, output_dir: Path, step: int, state: dict, cfg: TrainConfig) -> Path:
+    target = output_dir / "checkpoints" / f"step-{step:08d}"
+    return guarded_save(
+        f"the checkpoint of step {step}",
+        target,
+        output_dir,
+        lambda: save_checkpoint(acc, output_dir, step, state, cfg.checkpoint.keep_last),
+        [target.with_name(f".tmp-{target.name}")],
+    )
 
 
 def _completion_tokens(item: dict) -> int:
@@ -348,17 +371,6 @@ def _any(acc, flag: bool) -> bool:
     return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
 
 
-def _non_finite(bad_logps: float, loss: float, grad_norm: float) -> str | None:
-    """What was not finite in a step, or None."""
-    if bad_logps:
-        return "non-finite policy log-probs"
-    if not math.isfinite(loss):
-        return "a non-finite loss"
-    if not math.isfinite(grad_norm):
-        return "a non-finite gradient"
-    return None
-
-
 def _gather_probe(acc, displacement) -> dict:
     """Every process's probe state, keyed by process index (for the checkpoint)."""
     if acc.num_processes == 1:
@@ -366,23 +378,6 @@ def _gather_probe(acc, displacement) -> dict:
     from accelerate.utils import gather_object
 
     return {str(i): s for i, s in enumerate(gather_object([displacement.state()]))}
-
-
-def _nan_message(step: int, culprit: str, metrics: dict, grad_norm: float, output_dir: Path, in_a_row: int = 0) -> str:
-    from alphapo.train.checkpoint import complete_checkpoints
-
-    kept = complete_checkpoints(output_dir)
-    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved yet"
-    what = f"{culprit} at step {step} (loss {metrics.get('loss')}, grad_norm {grad_norm})"
-    if in_a_row:
-        return (
-            f"{in_a_row} steps in a row skipped ({what}; train.nan_skip_limit={in_a_row}); {where}. "
-            "Lower the learning rate or check the data"
-        )
-    return (
-        f"{what}; stopped without updating the weights, {where}. Lower the learning rate, check the data, or "
-        "set train.nan_policy=skip to skip such steps"
-    )
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

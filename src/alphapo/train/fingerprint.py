@@ -1,0 +1,176 @@
+"""What determines a run's trajectory, recorded in every checkpoint and checked before resuming.
+
+A checkpoint belongs to one run: its starting model, its data and tokenizer, and every setting that
+changes the result. Resuming it under other settings would silently train a model no config
+describes (a changed ``optim.lr`` ignored, a changed beta mixed with the old one) or crash on tables
+of another size. So every checkpoint stores :func:`run_fingerprint`, and :func:`check_resume`
+compares it with the run about to start:
+
+* settings that do not change the trajectory (:data:`SAFE_TO_CHANGE`: where and how often to log and
+  checkpoint, diagnostics, ``nan_policy``, ...) are left out of the fingerprint;
+* settings a user may deliberately change mid-run (:data:`CONTINUABLE`: how long to train) continue
+  only with ``resume_mismatch: continue``;
+* anything else stops with the list of differences. ``resume_mismatch: fresh`` starts over instead,
+  moving the old run aside into ``<output_dir>/previous-<n>/`` (the pipeline does this for a stage
+  whose settings or inputs changed).
+
+The model enters as a signature of its directory (``config.json`` and, for each weight file, its name,
+size and a hash of its first and last MiB: cheap for a 70B model, and it changes when the weights do);
+the data as the tokenised dataset's content key (content, tokenizer and data settings, not paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from alphapo.errors import ConfigError
+
+SAFE_TO_CHANGE = (
+    "model.path",  # the model's and the data's content (with the tokenizer) are fingerprinted, not paths
+    "tokenizer",
+    "data.paths",
+    "output_dir",
+    "resume",
+    "resume_mismatch",
+    "logging",
+    "checkpoint",
+    "diagnostics",
+    "data.cache_dir",
+    "data.on_bad_row",
+    "data.max_bad_fraction",
+    "reference.batch_size",
+    "train.nan_policy",
+    "train.nan_skip_limit",
+    "train.verify_logps",
+    "train.max_update_ratio",
+)
+"""Settings left out of the fingerprint: they change what is logged or saved, not the weights."""
+CONTINUABLE = ("train.max_steps", "train.epochs")
+"""Settings that may change on resume with ``resume_mismatch: continue`` (the schedule is rebuilt)."""
+_EDGE = 2**20
+KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl")
+"""What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _safe(name: str) -> bool:
+    return any(name == s or name.startswith(f"{s}.") for s in SAFE_TO_CHANGE)
+
+
+def model_signature(path: str | None) -> str | None:
+    """A cheap signature of a model directory's content (see the module docstring); None for a tiny model."""
+    if path is None:
+        return None
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = str(file.relative_to(root))
+        size = file.stat().st_size
+        digest.update(f"{name}:{size}".encode())
+        if file.suffix in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja"):
+            with open(file, "rb") as f:
+                digest.update(f.read(_EDGE))
+                if size > 2 * _EDGE:
+                    f.seek(size - _EDGE)
+                    digest.update(f.read(_EDGE))
+    return digest.hexdigest()
+
+
+def run_fingerprint(cfg, data_key: str) -> dict:
+    """The fingerprint stored in each checkpoint: settings (flattened, safe ones left out), data, model."""
+    settings = {k: v for k, v in _flatten(cfg.model_dump(mode="json")).items() if not _safe(k)}
+    return {
+        "settings": settings,
+        "data": data_key,
+        "model": model_signature(cfg.model.path),
+    }
+
+
+def differences(stored: dict, current: dict) -> list[str]:
+    """Human-readable differences, settings first (``optim.lr: 0.0001 -> 0.0002``)."""
+    out = []
+    old, new = stored.get("settings", {}), current["settings"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}")
+    what = {"data": "the training data (content, tokenizer or data settings)", "model": "the starting model's files"}
+    for key, text in what.items():
+        if stored.get(key) != current[key]:
+            out.append(f"{key}: {text} changed")
+    return out
+
+
+def move_aside(output_dir: Path) -> Path:
+    """Move a run's results (checkpoints, logs, model) into ``previous-<n>/``; keep caches and config."""
+    n = 1
+    while (output_dir / f"previous-{n}").exists():
+        n += 1
+    target = output_dir / f"previous-{n}"
+    target.mkdir()
+    for item in output_dir.iterdir():
+        if item.name in KEEP or item.name.startswith("previous-") or item == target:
+            continue
+        shutil.move(str(item), str(target / item.name))
+    return target
+
+
+def check_resume(checkpoint: Path, stored: dict | None, current: dict, mode: str) -> str:
+    """Whether to resume from ``checkpoint`` (``"resume"``) or start over (``"fresh"``), given the
+    fingerprint it stored and the current one; raises :class:`ConfigError` listing what differs."""
+    if stored is None:
+        found = ["(the checkpoint records no fingerprint: it was written by an older alphapo)"]
+    else:
+        found = differences(stored, current)
+    if not found:
+        return "resume"
+    if mode == "fresh":
+        return "fresh"
+    continuable = stored is not None and all(d.split(":")[0] in CONTINUABLE for d in found)
+    if mode == "continue" and continuable:
+        return "resume"
+    listed = "\n  ".join(found)
+    hint = (
+        "resume_mismatch=continue to carry on with the new length (the schedule is rebuilt), or " if continuable else ""
+    )
+    raise ConfigError(
+        f"cannot resume from {checkpoint}: it belongs to a run with other settings or inputs:\n  {listed}\n"
+        f"Set {hint}resume_mismatch=fresh to start over (the old run is moved to "
+        f"{checkpoint.parent.parent}/previous-<n>/), or put the old settings back."
+    )
+
+
+def resume_or_start_over(checkpoint: Path, fingerprint: dict, cfg, acc) -> str:
+    """Check ``checkpoint`` against this run (:func:`check_resume`); with ``fresh``, move the old run
+    aside. Returns ``"resume"`` or ``"fresh"``."""
+    import sys
+
+    from alphapo.train.checkpoint import STATE_FILE
+
+    stored = json.loads((checkpoint / STATE_FILE).read_text()).get("fingerprint")
+    decision = check_resume(checkpoint, stored, fingerprint, cfg.resume_mismatch)
+    found = differences(stored, fingerprint) if stored is not None else ["no fingerprint"]
+    if decision == "fresh":
+        if acc.is_main_process:
+            moved = move_aside(Path(cfg.output_dir))
+            print(
+                f"train: {checkpoint} belongs to other settings or inputs ({'; '.join(found[:3])}"
+                f"{'; ...' if len(found) > 3 else ''}): the old run is now in {moved}; starting over",
+                file=sys.stderr,
+            )
+        acc.wait_for_everyone()
+    elif stored is not None and found and acc.is_main_process:
+        print(f"train: resuming with changed {', '.join(found)} (resume_mismatch=continue)", file=sys.stderr)
+    return decision

@@ -1,0 +1,172 @@
+"""A checkpoint is resumed only by the run it belongs to; failed saves and exploding weights stop
+honestly, with the last good checkpoint intact."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from alphapo.errors import ConfigError, TrainingError
+from alphapo.train import train
+from alphapo.train.checkpoint import complete_checkpoints
+from tests.train.conftest import make_config, weights
+
+RUN = dict(train={"max_steps": 4}, checkpoint={"every": 2, "keep_last": 5})
+
+
+def _interrupted(assets, out, **extra):
+    """A run stopped after step 2 (its checkpoint there), as a kill would leave it."""
+    train(make_config(assets, out, **{**RUN, **extra}))
+    for late in complete_checkpoints(out)[1:]:
+        shutil.rmtree(late)
+    shutil.rmtree(out / "model")
+    return complete_checkpoints(out)[-1]
+
+
+@pytest.mark.parametrize(
+    ("change", "listed"),
+    [
+        ({"optim": {"lr": 2e-3}}, "optim.lr: 0.001 -> 0.002"),
+        ({"loss": {"name": "simpo"}}, 'loss.name: "alphapo" -> "simpo"'),
+        ({"loss": {"name": "alphapo", "beta": 1.0}}, "loss.beta: null -> 1.0"),
+        ({"train": {"max_steps": 4, "seed": 1}}, "train.seed: 0 -> 1"),
+    ],
+)
+def test_resume_refused_on_changed_settings(assets, tmp_path, change, listed):
+    out = tmp_path / "run"
+    checkpoint = _interrupted(assets, out)
+    with pytest.raises(ConfigError, match=r"cannot resume from .*step-00000002") as err:
+        train(make_config(assets, out, resume=True, **{**RUN, **change}))
+    assert listed in str(err.value) and "resume_mismatch=fresh" in str(err.value)
+    assert complete_checkpoints(out) == [checkpoint]  # nothing was touched
+
+
+def test_resume_refused_on_changed_data_or_model(assets, tmp_path):
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    fewer = tmp_path / "fewer.jsonl"
+    fewer.write_text("\n".join(Path(assets["pairs"]).read_text().splitlines()[:20]) + "\n")
+    with pytest.raises(ConfigError, match=r"data: the training data .* changed"):
+        train(make_config(assets, out, resume=True, data={"paths": [str(fewer)]}, **RUN))
+    other = tmp_path / "other-model"
+    shutil.copytree(assets["model"], other)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(other / "model.safetensors")
+    state = {k: v + 0.01 for k, v in state.items()}
+    save_file(state, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match="model: the starting model's files changed"):
+        train(make_config(assets, out, resume=True, model={"path": str(other)}, **RUN))
+
+
+def test_resume_accepted_unchanged_and_on_safe_settings(assets, tmp_path):
+    full = train(make_config(assets, tmp_path / "full", **RUN))
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    # how often to log and checkpoint, where the data file lives: not part of what is trained
+    moved = tmp_path / "moved.jsonl"
+    shutil.copy(assets["pairs"], moved)
+    safe = {"logging": {"every": 3, "progress": "none"}, "checkpoint": {"every": 1, "keep_last": 5}}
+    resumed = train(make_config(assets, out, resume=True, data={"paths": [str(moved)]}, train=RUN["train"], **safe))
+    assert resumed.step == 4
+    assert all(torch.equal(weights(full.model_dir)[k], weights(resumed.model_dir)[k]) for k in weights(full.model_dir))
+
+
+def test_changed_length_continues_only_when_asked(assets, tmp_path):
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    longer = {"train": {"max_steps": 6}, "checkpoint": RUN["checkpoint"]}
+    with pytest.raises(ConfigError, match=r"(?s)train.max_steps: 4 -> 6.*resume_mismatch=continue"):
+        train(make_config(assets, out, resume=True, **longer))
+    result = train(make_config(assets, out, resume=True, resume_mismatch="continue", **longer))
+    assert result.step == 6
+    # a changed lr is not a length: continue does not cover it
+    _interrupted(assets, tmp_path / "lr")
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        train(make_config(assets, tmp_path / "lr", resume=True, resume_mismatch="continue", optim={"lr": 5e-3}, **RUN))
+
+
+def test_fresh_moves_the_old_run_aside_and_equals_a_new_run(assets, tmp_path):
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    changed = {**RUN, "optim": {"lr": 2e-3}}
+    result = train(make_config(assets, out, resume=True, resume_mismatch="fresh", **changed))
+    new = train(make_config(assets, tmp_path / "new", **changed))
+    assert all(torch.equal(weights(new.model_dir)[k], weights(result.model_dir)[k]) for k in weights(new.model_dir))
+    old = out / "previous-1"
+    assert (old / "checkpoints" / "step-00000002").is_dir() and (old / "metrics.jsonl").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 4  # the new run's log only
+
+
+def _fail_with_enospc(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
+def test_disk_full_at_a_checkpoint_keeps_the_previous_one(assets, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    out = tmp_path / "run"
+    original = Accelerator.save_state
+    calls = []
+
+    def second_save_fails(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            original(self, path, *args, **kwargs)  # half written, then the disk is full
+            _fail_with_enospc()
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", second_save_fails)
+    with pytest.raises(TrainingError) as err:
+        train(make_config(assets, out, **RUN))
+    message = str(err.value)
+    assert "could not write the checkpoint of step 4" in message and "No space left on device" in message
+    assert "GiB free on" in message and "last complete checkpoint is" in message and "step-00000002" in message
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000002"]
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    monkeypatch.setattr(Accelerator, "save_state", original)
+    resumed = train(make_config(assets, out, resume=True, **RUN))
+    full = train(make_config(assets, tmp_path / "full", **RUN))
+    assert all(torch.equal(weights(full.model_dir)[k], weights(resumed.model_dir)[k]) for k in weights(full.model_dir))
+
+
+def test_disk_full_at_the_final_save_loses_nothing(assets, tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    out = tmp_path / "run"
+    cfg = dict(train={"max_steps": 3})  # no periodic checkpoints: only the one before the final write
+    original = PreTrainedModel.save_pretrained
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", _fail_with_enospc)
+    with pytest.raises(TrainingError, match=r"could not write the final model .*No space left on device"):
+        train(make_config(assets, out, **cfg))
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000003"]
+    assert not (out / "model").exists() and not (out / ".tmp-model").exists()
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", original)
+    resumed = train(make_config(assets, out, resume=True, **cfg))  # writes the model, trains nothing more
+    full = train(make_config(assets, tmp_path / "full", **cfg))
+    assert resumed.step == 3
+    assert all(torch.equal(weights(full.model_dir)[k], weights(resumed.model_dir)[k]) for k in weights(full.model_dir))
+
+
+def test_exploding_weights_stop_before_anything_is_saved(assets, tmp_path):
+    out = tmp_path / "run"
+    # warmup: step 1 updates with lr 0, step 2 with 1e6 / 3: finite, and far too large
+    cfg = dict(
+        optim={"lr": 1e6},
+        schedule={"name": "linear", "warmup_steps": 3},
+        train={"max_steps": 6},
+        checkpoint={"every": 1, "keep_last": 5},
+    )
+    with pytest.raises(TrainingError) as err:
+        train(make_config(assets, out, **cfg))
+    message = str(err.value)
+    assert "step 2: the update changed the weights' norm" in message and "step-00000001" in message
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000001"]
+    state = json.loads((out / "checkpoints" / "step-00000001" / "trainer_state.json").read_text())
+    assert state["step"] == 1
+    # the same run without the guard saves the exploded weights as a "good" checkpoint
+    unguarded = tmp_path / "unguarded"
+    train(make_config(assets, unguarded, **{**cfg, "train": {"max_steps": 2, "max_update_ratio": None}}))
+    assert max(float(v.abs().max()) for v in weights(unguarded / "model").values()) > 1e3
