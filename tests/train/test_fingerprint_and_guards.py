@@ -82,10 +82,26 @@ def test_changed_length_continues_only_when_asked(assets, tmp_path):
         train(make_config(assets, out, resume=True, **longer))
     result = train(make_config(assets, out, resume=True, resume_mismatch="continue", **longer))
     assert result.step == 6
-    # a changed lr is not a length: continue does not cover it
-    _interrupted(assets, tmp_path / "lr")
-    with pytest.raises(ConfigError, match=r"optim\.lr"):
-        train(make_config(assets, tmp_path / "lr", resume=True, resume_mismatch="continue", optim={"lr": 5e-3}, **RUN))
+    # a changed weight decay is not a length or a learning rate: continue does not cover it
+    _interrupted(assets, tmp_path / "wd")
+    with pytest.raises(ConfigError, match=r"optim\.weight_decay"):
+        train(
+            make_config(
+                assets, tmp_path / "wd", resume=True, resume_mismatch="continue", optim={"weight_decay": 0.1}, **RUN
+            )
+        )
+
+
+def test_continue_with_a_lower_learning_rate_uses_it(assets, tmp_path):
+    """After a divergence a user resumes a sane checkpoint with a lower rate: the new rate is the one
+    used (the old bug: silently kept the checkpoint's)."""
+    import json as json_module
+
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    train(make_config(assets, out, resume=True, resume_mismatch="continue", **{**RUN, "optim": {"lr": 5e-4}}))
+    rates = [json_module.loads(x)["learning_rate"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4])  # constant schedule in these tests
 
 
 def test_fresh_moves_the_old_run_aside_and_equals_a_new_run(assets, tmp_path):

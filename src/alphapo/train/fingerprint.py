@@ -8,7 +8,8 @@ compares it with the run about to start:
 
 * settings that do not change the trajectory (:data:`SAFE_TO_CHANGE`: where and how often to log and
   checkpoint, diagnostics, ``nan_policy``, ...) are left out of the fingerprint;
-* settings a user may deliberately change mid-run (:data:`CONTINUABLE`: how long to train) continue
+* settings a user may deliberately change mid-run (:data:`CONTINUABLE`: how long to train, the
+  learning rate) continue
   only with ``resume_mismatch: continue``;
 * anything else stops with the list of differences. ``resume_mismatch: fresh`` starts over instead,
   moving the old run aside into ``<output_dir>/previous-<n>/`` (the pipeline does this for a stage
@@ -48,8 +49,10 @@ SAFE_TO_CHANGE = (
     "train.max_update_ratio",
 )
 """Settings left out of the fingerprint: they change what is logged or saved, not the weights."""
-CONTINUABLE = ("train.max_steps", "train.epochs")
-"""Settings that may change on resume with ``resume_mismatch: continue`` (the schedule is rebuilt)."""
+CONTINUABLE = ("train.max_steps", "train.epochs", "optim.lr")
+"""Settings that may change on resume with ``resume_mismatch: continue``: how long to train (the
+schedule is rebuilt) and the peak learning rate (lowered after a divergence, say): the schedule
+continues from its step with the new peak (:func:`apply_peak_lr`)."""
 _EDGE = 2**20
 KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl")
 """What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote."""
@@ -142,9 +145,7 @@ def check_resume(checkpoint: Path, stored: dict | None, current: dict, mode: str
     if mode == "continue" and continuable:
         return "resume"
     listed = "\n  ".join(found)
-    hint = (
-        "resume_mismatch=continue to carry on with the new length (the schedule is rebuilt), or " if continuable else ""
-    )
+    hint = "resume_mismatch=continue to carry on with the new length or learning rate, or " if continuable else ""
     raise ConfigError(
         f"cannot resume from {checkpoint}: it belongs to a run with other settings or inputs:\n  {listed}\n"
         f"Set {hint}resume_mismatch=fresh to start over (the old run is moved to "
@@ -174,3 +175,12 @@ def resume_or_start_over(checkpoint: Path, fingerprint: dict, cfg, acc) -> str:
     elif stored is not None and found and acc.is_main_process:
         print(f"train: resuming with changed {', '.join(found)} (resume_mismatch=continue)", file=sys.stderr)
     return decision
+
+
+def apply_peak_lr(scheduler, lr: float) -> None:
+    """Make a restored schedule use peak ``lr`` from its current step (a no-op when unchanged)."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # Accelerate wraps the torch scheduler
+    inner.base_lrs = [lr] * len(inner.optimizer.param_groups)
+    for group, factor in zip(inner.optimizer.param_groups, inner.lr_lambdas, strict=True):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(inner.last_epoch)

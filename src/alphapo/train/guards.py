@@ -33,7 +33,9 @@ def last_checkpoint_text(output_dir: Path) -> str:
 def _free_space(path: Path) -> str:
     for candidate in (path, *path.parents):
         if candidate.exists():
-            return f"{shutil.disk_usage(candidate).free / 2**30:.2f} GiB free on {candidate}"
+            free = shutil.disk_usage(candidate).free
+            size = f"{free / 2**30:.2f} GiB" if free >= 2**30 else f"{free / 2**20:.1f} MiB"
+            return f"{size} free on {candidate}"
     return "free space unknown"
 
 
@@ -82,8 +84,9 @@ class WeightGuard:
             raise TrainingError(
                 f"step {step}: the update changed the weights' norm from {before:.4g} to {after:.4g} "
                 f"({jump:.3g} times its size; train.max_update_ratio={self.max_ratio}): training diverged, "
-                f"nothing from this step was saved; {last_checkpoint_text(output_dir)} (written before the "
-                "jump). Lower optim.lr (or raise train.max_update_ratio if such jumps are intended)"
+                f"nothing from this step was saved; {last_checkpoint_text(output_dir)}. Lower optim.lr (to resume "
+                "from a checkpoint with the lower rate: resume=true resume_mismatch=continue), or raise "
+                "train.max_update_ratio if such jumps are intended"
             )
         self.norm = after
         return after

@@ -29,7 +29,7 @@ from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resu
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
-from alphapo.train.fingerprint import resume_or_start_over, run_fingerprint
+from alphapo.train.fingerprint import apply_peak_lr, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
@@ -188,6 +188,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
         state["alpha_from_scale"] = hparams["alpha"]
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint), fingerprint=fingerprint)
+        apply_peak_lr(scheduler, cfg.optim.lr)
         if displacement is not None:
             displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
         if main:
