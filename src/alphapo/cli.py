@@ -127,15 +127,35 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 def _pair_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judged", required=True, help="JSONL from alphapo judge")
     p.add_argument("--out", required=True, help="output pairs JSONL (stats beside it: OUT.stats.json)")
-    p.add_argument("--min-gap", type=float, default=0.0, help="drop prompts whose best-worst score gap is smaller")
+    p.add_argument("--min-gap", type=float, default=0.0, help="drop pairs whose score gap is smaller")
+    p.add_argument(
+        "--strategy",
+        default="best_worst",
+        choices=["best_worst", "best_random", "rank", "all_above_gap", "rso"],
+        help="how to pick the pair(s) of each prompt (see alphapo.judge.pairs)",
+    )
+    p.add_argument("--rank-quantile", type=float, default=1.0, help="rank: rejected at this quantile (1 = worst)")
+    p.add_argument("--max-pairs-per-prompt", type=int, default=4, help="all_above_gap: cap per prompt")
+    p.add_argument("--rso-temperature", type=float, default=0.5, help="rso: acceptance exp((score - best) / T)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random choices (best_random, rso)")
 
 
 def _cmd_pair(args: argparse.Namespace) -> int:
-    from alphapo.judge.pairs import pair_file
+    from alphapo.judge.pairs import PairOptions, pair_file
 
-    stats = pair_file(args.judged, args.out, args.min_gap)
+    options = PairOptions(
+        strategy=args.strategy,
+        min_gap=args.min_gap,
+        rank_quantile=args.rank_quantile,
+        max_pairs_per_prompt=args.max_pairs_per_prompt,
+        rso_temperature=args.rso_temperature,
+        seed=args.seed,
+    )
+    stats = pair_file(args.judged, args.out, options=options)
     dropped = (
         f"{stats.dropped_all_tied} all tied, {stats.dropped_small_gap} below the gap, {stats.dropped_same_text} same"
+        + (f", {stats.dropped_rso} not accepted by rso" if stats.dropped_rso else "")
+        + (f", {stats.capped} over the cap" if stats.capped else "")
     )
     print(f"alphapo pair: {stats.pairs} pairs from {stats.prompts} prompts ({dropped}) -> {args.out}", file=sys.stderr)
     return 0
@@ -228,6 +248,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
         "alphapo_pos), any loss name (dpo, ipo, ...), or NAME_nll for NAME plus an NLL term",
     )
     p.add_argument("--quick", action="store_true", help="one seed and fewer prompts (a smoke run)")
+    p.add_argument("--rounds", type=int, default=1, help="rounds of on-policy sampling and training (one seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sft-from-scratch",
@@ -241,7 +262,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from alphapo.pipeline.demo import run_demo
 
     compare = None if args.compare is None else [m for m in args.compare.split(",") if m]
-    run_demo(args.out, compare, args.seed, args.sft_from_scratch, args.overrides, args.quick)
+    run_demo(args.out, compare, args.seed, args.sft_from_scratch, args.overrides, args.quick, args.rounds)
     return 0
 
 
@@ -264,7 +285,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         ),
         "sample": ("K completions per prompt from a model", _sample_args, _cmd_sample),
         "judge": ("score completions: the task's gold reward or a reward model", _judge_args, _cmd_judge),
-        "pair": ("preference pairs: best against worst completion per prompt", _pair_args, _cmd_pair),
+        "pair": ("preference pairs from judged samples (best_worst, best_random, rank, ...)", _pair_args, _cmd_pair),
         "eval": ("a policy against a baseline: accuracy, gold reward, win rate, KL", _eval_args, _cmd_eval),
         "report": ("write report.md and plots for a run directory", report_args, _cmd_report),
         "train": (

@@ -178,3 +178,88 @@ def test_run_resumes_after_an_interrupted_stage(tmp_path, monkeypatch, capsys):
 
     a, b = load_file(out / "dpo" / "model" / "model.safetensors"), load_file(reference.model_dir / "model.safetensors")
     assert all((a[k] == b[k]).all() for k in a)
+
+
+ROUND_METHODS = {
+    "alphapo": {"loss": {"name": "alphapo"}},
+    "dpo": {"loss": {"name": "sigmoid", "beta": 0.1}},
+}
+
+
+def _reference_key(config_dir: Path, model_dir: Path) -> str:
+    """The cached reference table's key for the run in ``config_dir``, recomputed for ``model_dir``."""
+    from alphapo.config import load_config
+    from alphapo.data import load_dataset_for_training
+    from alphapo.train import TrainConfig
+    from alphapo.train.reference import table_key
+    from alphapo.train.setup import load_policy, load_tokenizer, model_fingerprint
+
+    cfg = load_config(TrainConfig, str(config_dir / "config.yaml"), [])
+    tokenizer = load_tokenizer(cfg)
+    dataset = load_dataset_for_training(cfg.data, tokenizer, None, quiet=True)
+    model = load_policy(cfg, tokenizer, path=str(model_dir))
+    return table_key(model_fingerprint(model), dataset.key, {"logps": cfg.train.logps, "dtype": cfg.model.dtype})
+
+
+def _state(run_dir: Path) -> dict:
+    from alphapo.train.checkpoint import complete_checkpoints
+
+    return json.loads((complete_checkpoints(run_dir)[-1] / "trainer_state.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_rounds_train_on_policy_and_report_every_round(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    recipe = micro_recipe(out, methods=ROUND_METHODS).model_copy(update={"rounds": 2, "round_reference": "start"})
+    original = Pipeline.train_method
+
+    def killed_in_round_2(self, name, seed, round=1):
+        if round == 2 and name == "dpo":
+            raise KeyboardInterrupt  # a kill during round 2
+        return original(self, name, seed, round)
+
+    monkeypatch.setattr(Pipeline, "train_method", killed_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(recipe).run()
+    monkeypatch.setattr(Pipeline, "train_method", original)
+    capsys.readouterr()
+    summary = Pipeline(recipe).run()
+    log = capsys.readouterr().err
+    # the resumed run keeps round 1 and round 2's finished stages, and continues in round 2
+    for stage in ("sample", "train-alphapo", "train-dpo", "eval-dpo", "sample-r2-alphapo", "train-alphapo-r2"):
+        assert f"[{stage}] up to date, skipped" in log, stage
+    assert "[train-dpo-r2] running" in log
+    for name in ("alphapo", "dpo"):
+        round2 = out / "round2" / name
+        data = out / "round2" / "data" / name
+        for file in (data / "samples.jsonl", data / "judged.jsonl", data / "pairs.jsonl", round2 / "model"):
+            assert file.exists(), file
+        assert (out / "eval" / "round2" / name / "vs-previous" / "metrics.json").is_file()
+        # round 2 trained from round 1's policy on pairs sampled from it
+        config = (round2 / "config.yaml").read_text()
+        assert str(out / name / "model") in config and str(data / "pairs.jsonl") in config
+    stored = json.loads((out / "summary.json").read_text())
+    rounds = stored["rounds"]["alphapo"]
+    assert [e["round"] for e in rounds] == [1, 2]
+    assert stored["methods"]["alphapo"]["accuracy"] == rounds[1]["by_split"]["heldout"]["accuracy"]  # the last round
+    kl = json.loads((out / "eval" / "round2" / "alphapo" / "vs-previous" / "metrics.json").read_text())
+    assert rounds[1]["kl_to_previous"] == kl["splits"]["heldout"]["kl_to_baseline"]["mean"]
+    first = rounds[0]["by_split"]["heldout"]["gold_reward"]
+    assert rounds[1]["vs_round1"]["gold_reward_diff"] == pytest.approx(
+        rounds[1]["by_split"]["heldout"]["gold_reward"] - first
+    )
+    pairs = json.loads((out / "round2" / "data" / "alphapo" / "pairs.jsonl.stats.json").read_text())["pairs"]
+    assert rounds[1]["pairs"] == pairs
+    report = (out / "report.md").read_text()
+    assert "## Rounds" in report and "### alphapo" in report and (out / "plots" / "rounds.png").is_file()
+    assert summary["rounds"] == stored["rounds"]
+    # the reference of round 2's DPO is the one configured: the SFT model ("start") ...
+    round2 = out / "round2" / "dpo"
+    assert _state(round2)["reference_key"] == _reference_key(round2, out / "sft" / "model")
+    # ... or round 1's policy ("previous"): only round 2's DPO stages rerun
+    previous = recipe.model_copy(update={"round_reference": "previous"})
+    Pipeline(previous).run()
+    log = capsys.readouterr().err
+    assert "[train-dpo-r2] running" in log and "[train-alphapo-r2] up to date, skipped" in log
+    assert _state(round2)["initial_key"] == _reference_key(round2, out / "dpo" / "model")
+    assert "reference_key" not in _state(round2)

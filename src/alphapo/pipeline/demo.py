@@ -2,6 +2,7 @@
 
     alphapo demo                                   # AlphaPO at alpha < 0 and > 0 and SimPO; 3 seeds each
     alphapo demo --quick                           # one seed, fewer prompts: a smoke run in about a minute
+    alphapo demo --rounds 3                        # 3 on-policy rounds (one seed): the per-round report
     alphapo demo --compare simpo,simpo_nll,dpo     # recipe methods or loss names; NAME_nll adds an NLL term
     alphapo demo --sft-from-scratch                # rebuild the SFT checkpoint with the embedded recipe
 
@@ -64,6 +65,7 @@ def demo_config(
     sft_from_scratch: bool,
     overrides: list[str],
     quick: bool = False,
+    rounds: int = 1,
 ) -> RecipeConfig:
     data = read_yaml(demo_recipe_path())
     known = data.get("methods", {})
@@ -73,6 +75,8 @@ def demo_config(
     data.update(out=out, seed=seed, methods=methods)
     if sft_from_scratch:
         data.setdefault("sft", {})["checkpoint"] = "train"
+    if rounds > 1:  # one seed per round keeps three rounds within ten minutes on 2 cores
+        data.update(rounds=rounds, seeds=1)
     overrides = [*QUICK, *overrides] if quick else overrides
     return validate(RecipeConfig, apply_overrides(data, overrides), str(demo_recipe_path()))
 
@@ -166,8 +170,9 @@ def run_demo(
     sft_from_scratch: bool,
     overrides: list[str],
     quick: bool = False,
+    rounds: int = 1,
 ) -> dict:
-    summary = Pipeline(demo_config(out, compare, seed, sft_from_scratch, overrides, quick)).run()
+    summary = Pipeline(demo_config(out, compare, seed, sft_from_scratch, overrides, quick, rounds)).run()
     summary["report"] = str(Path(out) / "report.md")
     print_results(summary)
     return summary

@@ -17,6 +17,7 @@ A method's settings are any :class:`~alphapo.train.config.TrainConfig` keys; ``m
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -78,7 +79,18 @@ class JudgeSpec(_Strict):
 
 
 class PairSpec(_Strict):
+    """How pairs are built from judged samples (``alphapo.judge.pairs``)."""
+
+    strategy: Literal["best_worst", "best_random", "rank", "all_above_gap", "rso"] = "best_worst"
     min_gap: float = Field(default=0.0, ge=0)
+    rank_quantile: float = Field(default=1.0, ge=0, le=1)
+    max_pairs_per_prompt: int = Field(default=4, gt=0)
+    rso_temperature: float = Field(default=0.5, gt=0)
+
+    def options(self, seed: int):
+        from alphapo.judge.pairs import PairOptions
+
+        return PairOptions(**self.model_dump(), seed=seed)
 
 
 class EvalSpec(_Strict):
@@ -91,6 +103,16 @@ class RecipeConfig(_Strict):
     kind: Literal["pipeline"] = "pipeline"
     out: str = "alphapo-run"
     seed: int = 0
+    rounds: int = Field(default=1, gt=0)
+    """Rounds of on-policy training: round r samples from round r-1's policy (round 1 from the SFT
+    model), judges, pairs and trains from it (Iterative DPO / RPO, the SimPO recipe repeated); each
+    round's files live in ``<out>/round<r>/<method>[/seed<k>]``, evaluations in ``<out>/eval/round<r>``."""
+    round_prompts: Literal["reuse", "fresh"] = "reuse"
+    """Each round samples the same prompts, or new ones (new problems of the embedded task; with your
+    own prompts, every rounds-th row of the file: round r takes rows r, r + rounds, ...)."""
+    round_reference: Literal["previous", "start", "soup"] = "previous"
+    """Reference of reference-based losses after round 1: the previous round's policy, the SFT model,
+    or the weight average of both."""
     seeds: int = Field(default=1, gt=0)
     """Training runs per method, with ``train.seed`` = seed, seed + 1, ... (data order and any
     dropout), all from the same SFT model and pairs; the summary gives their mean, spread and
@@ -115,6 +137,7 @@ class RecipeConfig(_Strict):
         if not self.methods:
             raise ValueError("methods: at least one method to train")
         for name in self.methods:
-            if name in ("sft", "data", "eval", "tokenizer", "plots") or not name.replace("_", "").isalnum():
+            reserved = name in ("sft", "data", "eval", "tokenizer", "plots", "cache") or re.fullmatch(r"round\d+", name)
+            if reserved or not name.replace("_", "").isalnum():
                 raise ValueError(f"method name {name!r} is reserved or not a plain name")
         return self

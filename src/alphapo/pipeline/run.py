@@ -27,6 +27,8 @@ from alphapo.sample.generate import write_jsonl
 
 BUILTIN_SFT = "assets/demo/sft"
 EVAL_SPLITS = ("heldout", "noop", "unseen_templates")
+ROUND_KL_PROMPTS = 100
+"""Held-out prompts on which each round's policy is compared with the previous round's (KL, win rate)."""
 """The embedded task's evaluation splits (see :mod:`alphapo.tasks.arithmetic`)."""
 
 
@@ -121,37 +123,62 @@ class Pipeline:
         """The training seeds of every method."""
         return [self.cfg.seed + i for i in range(self.cfg.seeds)]
 
-    def run_dir(self, name: str, seed: int, root: Path | None = None) -> Path:
-        """Where method ``name``'s run with training seed ``seed`` lives (under ``root``, default ``out``)."""
-        base = (root or self.out) / name
+    def run_dir(self, name: str, seed: int, root: Path | None = None, round: int = 1) -> Path:
+        """Where method ``name``'s run (training seed ``seed``, round ``round``) lives, under ``root``
+        (default ``out``): ``<root>[/round<r>]/<name>[/seed<k>]``."""
+        base = (root or self.out) / (f"round{round}" if round > 1 else "") / name
         return base if self.cfg.seeds == 1 else base / f"seed{seed}"
 
-    def method_config(self, name: str, seed: int | None = None) -> dict[str, Any]:
+    def pairs_dir(self, name: str, seed: int, round: int) -> Path:
+        """Where round ``round``'s samples, judgements and pairs live (round 1: shared, in ``out``; later
+        rounds: ``<out>/round<r>/data/<method>[/seed<k>]``, apart from the training run's own folder)."""
+        return self.out if round == 1 else self.run_dir(name, seed, self.out / f"round{round}" / "data")
+
+    def method_config(self, name: str, seed: int | None = None, round: int = 1) -> dict[str, Any]:
+        """Method ``name``'s TrainConfig settings for one seed and round: round r trains from round
+        r-1's policy on pairs sampled from it (reference per ``round_reference``)."""
         seed = self.cfg.seed if seed is None else seed
+        start = self.sft_model() if round == 1 else self.run_dir(name, seed, round=round - 1) / "model"
         base = {
-            "model": {"path": str(self.sft_model())},
-            "data": {"paths": [str(self.out / "pairs.jsonl")], "cache_dir": str(self.out / "cache")},
-            "output_dir": str(self.run_dir(name, seed)),
+            "model": {"path": str(start)},
+            "data": {
+                "paths": [str(self.pairs_dir(name, seed, round) / "pairs.jsonl")],
+                "cache_dir": str(self.out / "cache"),
+            },
+            "output_dir": str(self.run_dir(name, seed, round=round)),
             "resume": True,
             "resume_mismatch": "fresh",  # a stage rerun for changed settings or inputs starts over
             "train": {"seed": seed},
         }
-        return deep_merge(base, deep_merge(self.cfg.method_defaults, self.cfg.methods[name]))
+        merged = deep_merge(base, deep_merge(self.cfg.method_defaults, self.cfg.methods[name]))
+        if round > 1:
+            merged = deep_merge(merged, self.round_reference(merged, start))
+        return merged
 
-    def train_method(self, name: str, seed: int) -> None:
+    def round_reference(self, merged: dict, start: Path) -> dict:
+        """The reference of a reference-based loss after round 1: the previous round's policy (the run's
+        own starting policy, precomputed), the SFT model, or the weight average of both (``soup``)."""
+        from alphapo.losses import get_loss_spec
+
+        if not get_loss_spec(merged.get("loss", {}).get("name", "alphapo")).needs_reference:
+            return {}
+        choice = self.cfg.round_reference
+        if choice == "previous":
+            return {"reference": {"kind": "precompute"}}
+        if choice == "start":
+            return {"reference": {"kind": "model", "path": str(self.sft_model())}}
+        return {"reference": {"kind": "soup", "paths": [str(self.sft_model()), str(start)]}}
+
+    def train_method(self, name: str, seed: int, round: int = 1) -> None:
         from alphapo.train import TrainConfig, train
 
-        result = train(validate(TrainConfig, self.method_config(name, seed), f"method {name}"))
+        result = train(validate(TrainConfig, self.method_config(name, seed, round), f"method {name}"))
         if result.status != "completed":
-            raise StageError(f"train {name} (seed {seed}): interrupted; run again to resume")
+            raise StageError(f"train {name} (seed {seed}, round {round}): interrupted; run again to resume")
 
     # ---- the chain
     def prepare(self) -> None:
         """The stages every method shares: data, SFT, sample, judge, pair."""
-        from alphapo.judge.pairs import pair_file
-        from alphapo.judge.score import judge_file
-        from alphapo.sample.generate import sample_file
-
         cfg, stages = self.cfg, self.stages
         self.out.mkdir(parents=True, exist_ok=True)
         if cfg.task is not None:
@@ -166,18 +193,26 @@ class Pipeline:
             stages.run("sft", {"builtin": True}, [builtin_sft_dir()], [self.sft_model()], self.copy_builtin)
         elif cfg.sft.checkpoint == "train":
             stages.run("sft", self.sft_config(), [self.data / "sft.jsonl"], [self.sft_model()], self.run_sft)
-        sft = self.sft_model()
         train_prompts, _ = self.prompt_files()
-        s = cfg.sample
+        self.sample_judge_pair(self.sft_model(), train_prompts, self.out, "")
+
+    def sample_judge_pair(self, policy: Path, prompts: Path, folder: Path, tag: str) -> None:
+        """Sample K answers per prompt from ``policy``, judge and pair them, into ``folder`` (stage
+        names end with ``tag``: each round's are its own)."""
+        from alphapo.judge.pairs import pair_file
+        from alphapo.judge.score import judge_file
+        from alphapo.sample.generate import sample_file
+
+        cfg, stages, s = self.cfg, self.stages, self.cfg.sample
         stages.run(
-            "sample",
+            f"sample{tag}",
             {**s.model_dump(), "seed": cfg.seed},
-            [sft, train_prompts],
-            [self.out / "samples.jsonl"],
+            [policy, prompts],
+            [folder / "samples.jsonl"],
             lambda: sample_file(
-                sft,
-                train_prompts,
-                self.out / "samples.jsonl",
+                policy,
+                prompts,
+                folder / "samples.jsonl",
                 k=s.k,
                 temperature=s.temperature,
                 top_p=s.top_p,
@@ -188,65 +223,114 @@ class Pipeline:
         )
         rm = cfg.judge.reward_model
         stages.run(
-            "judge",
+            f"judge{tag}",
             {"reward_model": rm},
-            [self.out / "samples.jsonl"] + ([Path(rm)] if rm else []),
-            [self.out / "judged.jsonl"],
-            lambda: judge_file(self.out / "samples.jsonl", self.out / "judged.jsonl", rm),
+            [folder / "samples.jsonl"] + ([Path(rm)] if rm else []),
+            [folder / "judged.jsonl"],
+            lambda: judge_file(folder / "samples.jsonl", folder / "judged.jsonl", rm),
         )
         stages.run(
-            "pair",
-            cfg.pair.model_dump(),
-            [self.out / "judged.jsonl"],
-            [self.out / "pairs.jsonl"],
-            lambda: pair_file(self.out / "judged.jsonl", self.out / "pairs.jsonl", cfg.pair.min_gap),
+            f"pair{tag}",
+            {**cfg.pair.model_dump(), "seed": cfg.seed},
+            [folder / "judged.jsonl"],
+            [folder / "pairs.jsonl"],
+            lambda: pair_file(folder / "judged.jsonl", folder / "pairs.jsonl", options=cfg.pair.options(cfg.seed)),
         )
 
     def run(self) -> dict:
-        """The whole chain; returns the summary (also written to ``summary.json``)."""
-        from alphapo.eval.evaluate import evaluate
+        """The whole chain, every round; returns the summary (also written to ``summary.json``)."""
         from alphapo.pipeline.summary import write_summary
         from alphapo.report import write_report
 
         start = time.monotonic()
-        cfg, stages = self.cfg, self.stages
+        cfg = self.cfg
         self.prepare()
-        sft = self.sft_model()
-        _, eval_files = self.prompt_files()
         runs = [(name, seed) for name in cfg.methods for seed in self.seeds()]
-        for name, seed in runs:
-            stages.run(
-                self.stage_name("train", name, seed),
-                self.method_config(name, seed),
-                [sft, self.out / "pairs.jsonl"],
-                [self.run_dir(name, seed) / "model"],
-                lambda name=name, seed=seed: self.train_method(name, seed),
-            )
-        e = cfg.eval
-        sft_eval = self.out / "eval" / "sft"
-        for name, seed in [("sft", cfg.seed), *runs]:
-            model = sft if name == "sft" else self.run_dir(name, seed) / "model"
-            target = sft_eval if name == "sft" else self.run_dir(name, seed, self.out / "eval")
-            stages.run(
-                self.stage_name("eval", name, seed),
-                {**e.model_dump(), "seed": cfg.seed},
-                [model, sft, *eval_files],
-                [target / "metrics.json"],
-                lambda model=model, target=target: evaluate(
-                    model,
-                    sft,
-                    eval_files,
-                    target,
-                    kl_samples=e.kl_samples,
-                    max_new_tokens=e.max_new_tokens,
-                    batch_size=e.batch_size,
-                    seed=cfg.seed,
-                    baseline_eval=sft_eval,
-                ),
-            )
+        self.train_and_eval(runs, 1)
+        for round in range(2, cfg.rounds + 1):
+            prompts = self.round_prompts(round)
+            for name, seed in runs:
+                previous = self.run_dir(name, seed, round=round - 1) / "model"
+                tag = f"-r{round}-{name}" + (f"-seed{seed}" if cfg.seeds > 1 else "")
+                self.sample_judge_pair(previous, prompts, self.pairs_dir(name, seed, round), tag)
+            self.train_and_eval(runs, round)
         summary = write_summary(self, time.monotonic() - start)
         write_report(self.out, summary)
         return summary
 
-    def stage_name(self, kind: str, name: str, seed: int) -> str:
-        return f"{kind}-{name}" if name == "sft" or self.cfg.seeds == 1 else f"{kind}-{name}-seed{seed}"
+    def train_and_eval(self, runs: list[tuple[str, int]], round: int) -> None:
+        """Train every (method, seed) of ``round`` and evaluate it against the SFT model (and, after
+        round 1, against the previous round's policy on held-out prompts: the KL between rounds)."""
+        from alphapo.eval.evaluate import evaluate
+
+        cfg, stages, e = self.cfg, self.stages, self.cfg.eval
+        sft = self.sft_model()
+        _, eval_files = self.prompt_files()
+        for name, seed in runs:
+            config = self.method_config(name, seed, round)
+            stages.run(
+                self.stage_name("train", name, seed, round),
+                config,
+                [Path(config["model"]["path"]), Path(config["data"]["paths"][0])],
+                [self.run_dir(name, seed, round=round) / "model"],
+                lambda name=name, seed=seed: self.train_method(name, seed, round),
+            )
+        sft_eval = self.out / "eval" / "sft"
+        evals = [("sft", cfg.seed)] if round == 1 else []
+        settings = {**e.model_dump(), "seed": cfg.seed}
+        kwargs = {"kl_samples": e.kl_samples, "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size}
+        for name, seed in [*evals, *runs]:
+            model = sft if name == "sft" else self.run_dir(name, seed, round=round) / "model"
+            target = sft_eval if name == "sft" else self.run_dir(name, seed, self.out / "eval", round)
+            stages.run(
+                self.stage_name("eval", name, seed, round),
+                settings,
+                [model, sft, *eval_files],
+                [target / "metrics.json"],
+                lambda model=model, target=target: evaluate(
+                    model, sft, eval_files, target, **kwargs, seed=cfg.seed, baseline_eval=sft_eval
+                ),
+            )
+            if round > 1:
+                previous = self.run_dir(name, seed, round=round - 1) / "model"
+                stages.run(
+                    self.stage_name("eval-previous", name, seed, round),
+                    {**settings, "prompts": ROUND_KL_PROMPTS},
+                    [model, previous, eval_files[0]],
+                    [target / "vs-previous" / "metrics.json"],
+                    lambda model=model, previous=previous, target=target: evaluate(
+                        model,
+                        previous,
+                        eval_files[:1],
+                        target / "vs-previous",
+                        **kwargs,
+                        seed=cfg.seed,
+                        max_prompts=ROUND_KL_PROMPTS,
+                    ),
+                )
+
+    def round_prompts(self, round: int) -> Path:
+        """Round ``round``'s prompts: the same as round 1's (``round_prompts: reuse``) or new ones
+        (``fresh``: new problems of the embedded task, or the round's share of your prompt file)."""
+        train_prompts, _ = self.prompt_files()
+        if self.cfg.round_prompts == "reuse":
+            return train_prompts
+        target = self.out / f"round{round}" / "prompts.jsonl"
+
+        def write() -> None:
+            from alphapo.sample.generate import read_jsonl
+            from alphapo.tasks import make_split
+
+            if self.cfg.task is not None:
+                rows = [p.to_json() for p in make_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)]
+            else:
+                every = read_jsonl(train_prompts, "rounds", required=("prompt",))
+                rows = every[round - 1 :: self.cfg.rounds]
+            write_jsonl(target, rows)
+
+        self.stages.run(f"prompts-r{round}", {"round": round, "seed": self.cfg.seed}, [train_prompts], [target], write)
+        return target
+
+    def stage_name(self, kind: str, name: str, seed: int, round: int = 1) -> str:
+        suffix = "" if name == "sft" or self.cfg.seeds == 1 else f"-seed{seed}"
+        return f"{kind}-{name}{suffix}" + (f"-r{round}" if round > 1 else "")

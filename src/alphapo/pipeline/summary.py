@@ -123,25 +123,85 @@ def _alpha(run_dir: Path, method: dict) -> float | None:
     return float(loss.get("alpha", spec.default_alpha))
 
 
+def _records(pipeline, names: list[str], splits: list[str], round: int) -> dict[str, dict[str, list[list[dict]]]]:
+    """Per model and split: each seed's greedy records of round ``round`` (``sft``: its own)."""
+    eval_root = pipeline.out / "eval"
+    out = {}
+    for name in names:
+        dirs = (
+            [eval_root / "sft"]
+            if name == "sft"
+            else [pipeline.run_dir(name, s, eval_root, round) for s in pipeline.seeds()]
+        )
+        out[name] = {split: [_generations(d, split) for d in dirs] for split in splits}
+    return out
+
+
+def round_summaries(pipeline, splits: list[str], records_by_round: list[dict]) -> dict[str, list[dict]]:
+    """Per method, one entry per round: results per split, KL to the previous round's policy, pairs
+    kept, displacement, and the held-out difference against round 1 (intervals over seeds and prompts)."""
+    cfg, seeds = pipeline.cfg, pipeline.seeds()
+    sft = records_by_round[0]["sft"]
+    out: dict[str, list[dict]] = {}
+    for name in cfg.methods:
+        entries = []
+        for round, records in enumerate(records_by_round, start=1):
+            by_split = {}
+            for split in splits:
+                full = split_summary(records[name][split], sft[split][0], cfg.seed)
+                keep = ("accuracy", "accuracy_ci", "gold_reward", "gold_reward_ci", "kl_to_sft", "kl_ci")
+                by_split[split] = {k: full[k] for k in keep}
+            pair_stats = [
+                json.loads(Path(f"{pipeline.pairs_dir(name, s, round) / 'pairs.jsonl'}.stats.json").read_text())
+                for s in seeds
+            ]
+            entry = {
+                "round": round,
+                "pairs": statistics.fmean(p["pairs"] for p in pair_stats),
+                "by_split": by_split,
+                "training": training_summary([pipeline.run_dir(name, s, round=round) for s in seeds]),
+            }
+            if round > 1:
+                versus = [
+                    json.loads(
+                        (
+                            pipeline.run_dir(name, s, pipeline.out / "eval", round) / "vs-previous" / "metrics.json"
+                        ).read_text()
+                    )["splits"]
+                    for s in seeds
+                ]
+                first = next(iter(versus[0]))
+                entry["kl_to_previous"] = statistics.fmean(v[first]["kl_to_baseline"]["mean"] for v in versus)
+                entry["win_rate_vs_previous"] = statistics.fmean(
+                    v[first]["win_rate_vs_baseline"]["mean"] for v in versus
+                )
+                entry["vs_round1"] = compare(records[name][splits[0]], records_by_round[0][name][splits[0]], cfg.seed)
+            entries.append(entry)
+        out[name] = entries
+    return out
+
+
 def write_summary(pipeline, wall_time: float) -> dict:
-    """Build ``summary.json`` for ``pipeline``'s finished run (see the module docstring) and write it."""
+    """Build ``summary.json`` for ``pipeline``'s finished run (see the module docstring) and write it.
+    With several rounds, ``methods`` holds the last round's policies and ``rounds`` every round."""
     out, cfg = pipeline.out, pipeline.cfg
     seeds = pipeline.seeds()
-    eval_root = out / "eval"
-    sft_eval = eval_root / "sft"
-    splits = list(json.loads((sft_eval / "metrics.json").read_text())["splits"])
-    records: dict[str, dict[str, list[list[dict]]]] = {}
-    for name in ["sft", *cfg.methods]:
-        dirs = [sft_eval] if name == "sft" else [pipeline.run_dir(name, s, eval_root) for s in seeds]
-        records[name] = {split: [_generations(d, split) for d in dirs] for split in splits}
+    splits = list(json.loads((out / "eval" / "sft" / "metrics.json").read_text())["splits"])
+    names = ["sft", *cfg.methods]
+    records_by_round = [_records(pipeline, names, splits, 1)]
+    for round in range(2, cfg.rounds + 1):
+        records_by_round.append(
+            {"sft": records_by_round[0]["sft"], **_records(pipeline, list(cfg.methods), splits, round)}
+        )
+    records = records_by_round[-1]
     methods = {}
     for name, by_split_records in records.items():
         baseline = {split: records["sft"][split][0] for split in splits}
         by_split = {split: split_summary(runs, baseline[split], cfg.seed) for split, runs in by_split_records.items()}
         methods[name] = {**by_split[splits[0]], "by_split": by_split}
         if name != "sft":
-            method = pipeline.method_config(name)
-            run_dirs = [pipeline.run_dir(name, s) for s in seeds]
+            method = pipeline.method_config(name, round=cfg.rounds)
+            run_dirs = [pipeline.run_dir(name, s, round=cfg.rounds) for s in seeds]
             methods[name]["loss"] = method.get("loss", {}).get("name", "alphapo")
             methods[name]["alpha"] = _alpha(run_dirs[0], method)
             methods[name]["training"] = training_summary(run_dirs)
@@ -152,7 +212,7 @@ def write_summary(pipeline, wall_time: float) -> dict:
                 comparisons[name] = {
                     split: compare(records[name][split], records[REFERENCE_METHOD][split], cfg.seed) for split in splits
                 }
-    # the starting model's scale on the pairs (the same for every run; reference-free runs record it)
+    # the SFT model's scale on round 1's pairs (the same for every run; reference-free runs record it)
     scales = [pipeline.run_dir(name, seeds[0]) / "reward_scale.json" for name in cfg.methods]
     scale_file = next((path for path in scales if path.is_file()), None)
     stats_file = Path(f"{out / 'pairs.jsonl'}.stats.json")
@@ -160,6 +220,7 @@ def write_summary(pipeline, wall_time: float) -> dict:
         "methods": methods,
         "primary_split": splits[0],
         "seeds": seeds,
+        "rounds": round_summaries(pipeline, splits, records_by_round) if cfg.rounds > 1 else None,
         "comparisons": {"reference": REFERENCE_METHOD, "methods": comparisons} if comparisons else None,
         "reward_scale": json.loads(scale_file.read_text()) if scale_file else None,
         "pairs": json.loads(stats_file.read_text()) if stats_file.is_file() else None,

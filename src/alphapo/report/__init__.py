@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alphapo.errors import StageError
 from alphapo.report.plots import plot_results, plot_training_curves
+from alphapo.report.rounds import plot_rounds, rounds_section
 from alphapo.report.shape import label, plot_shape, shape_findings, shape_rows
 
 
@@ -80,6 +81,8 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     for split in summary["methods"]["sft"]["by_split"]:
         lines += [f"## Results: {split} prompts", "", results_table(summary, split), ""]
     lines += ["![results](plots/results.png)", ""]
+    if summary.get("rounds") and plot_rounds(summary, plots / "rounds.png"):
+        lines += rounds_section(summary)
     rows = shape_rows(summary)
     if rows:
         lines += ["## What the reward shape did", "", *shape_findings(summary)]
