@@ -21,3 +21,19 @@ def test_losses_command_lists_every_loss(capsys):
     printed = capsys.readouterr().out
     for name in available_losses():
         assert name in printed
+
+
+def test_pair_command_takes_a_strategy(tmp_path, capsys):
+    import json
+
+    from tests.pipeline.test_pairs import ROWS
+
+    judged = tmp_path / "judged.jsonl"
+    judged.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "pairs.jsonl"
+    args = ["pair", "--judged", str(judged), "--out", str(out), "--strategy", "all_above_gap", "--min-gap", "0.5"]
+    assert main([*args, "--max-pairs-per-prompt", "2"]) == 0
+    printed = capsys.readouterr().err
+    assert "2 pairs from 4 prompts" in printed and "3 over the cap" in printed
+    assert [json.loads(x)["rejected"] for x in out.read_text().splitlines()] == ["z", "v"]
+    assert json.loads((tmp_path / "pairs.jsonl.stats.json").read_text())["capped"] == 3

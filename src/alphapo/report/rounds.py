@@ -42,6 +42,7 @@ def rounds_section(summary: dict) -> list[str]:
             s = e["by_split"][split]
             t = e.get("training", {})
             versus = e.get("vs_round1")
+            previous = f"{e['kl_to_previous']:.3f}" if "kl_to_previous" in e else "-"
             against = "-"
             if versus:
                 low, high = versus["gold_reward_diff_ci_seeds_and_prompts"]
@@ -49,7 +50,7 @@ def rounds_section(summary: dict) -> list[str]:
             lines.append(
                 f"| {e['round']} | {e['pairs']:.0f} | {s['accuracy']:.3f} {_ci(s['accuracy_ci'])} | "
                 f"{s['gold_reward']:.3f} {_ci(s['gold_reward_ci'])} | {s['kl_to_sft']:.3f} | "
-                f"{e.get('kl_to_previous', 0.0):.3f} | {t.get('chosen', float('nan')):+.3f} | "
+                f"{previous} | {t.get('chosen', float('nan')):+.3f} | "
                 f"{t.get('rejected', float('nan')):+.3f} | {against} |"
             )
         lines.append("")
@@ -62,11 +63,13 @@ def plot_rounds(summary: dict, path: Path) -> Path | None:
     previous round, chosen/rejected displacement, pairs kept."""
     from alphapo.report.plots import pyplot, save_figure
 
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rounds = summary.get("rounds")
     if not rounds:
         return None
     split = summary["primary_split"]
-    plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(16, 8))
     panels = [
         ("accuracy", f"Accuracy ({split})"),
@@ -92,10 +95,12 @@ def plot_rounds(summary: dict, path: Path) -> Path | None:
             elif key == "displacement":
                 line = ax.plot(xs, [e["training"].get("chosen") for e in entries], "o-", label=name)[0]
                 ax.plot(xs, [e["training"].get("rejected") for e in entries], "o--", color=line.get_color())
-            else:
-                ax.plot(xs, [e.get(key, 0.0) for e in entries], "o-", label=name)
+            else:  # KL to the previous round starts at round 2
+                kept = [e for e in entries if key in e]
+                ax.plot([e["round"] for e in kept], [e[key] for e in kept], "o-", label=name)
         ax.set_title(title)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save_figure(fig, path)
