@@ -131,10 +131,10 @@ def test_run_resumes_after_an_interrupted_stage(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     original = Pipeline.train_method
 
-    def interrupted(self, name, seed):
+    def interrupted(self, name, seed, round=1):
         if name == "alphapo":
             raise KeyboardInterrupt  # as if Ctrl-C hit during the first training stage
-        return original(self, name, seed)
+        return original(self, name, seed, round)
 
     monkeypatch.setattr(Pipeline, "train_method", interrupted)
     with pytest.raises(KeyboardInterrupt):
