@@ -38,6 +38,10 @@ def _cmd_losses(args: argparse.Namespace) -> int:
             defaults,
             spec.paper,
         )
+    from alphapo.losses.registry import ALIASES
+
+    for alias, target in ALIASES.items():
+        table.add_row(alias, "", "", "", f"another name for {target}", get_loss_spec(target).paper)
     console = Console(width=args.width)
     console.print(table)
     console.print(
@@ -63,7 +67,8 @@ def _train_command(task: str) -> Handler:
         if result.status == "interrupted":
             print(
                 f"alphapo {args.command}: interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-                f"Resume with: alphapo {args.command} {args.config} {' '.join(args.overrides)} resume=true",
+                f"Resume with: alphapo {args.command} {args.config} "
+                + " ".join([*(o for o in args.overrides if not o.startswith("resume=")), "resume=true"]),
                 file=sys.stderr,
             )
             return 130

@@ -99,3 +99,31 @@ def test_cli_train_command(assets, tmp_path, capsys):
     assert all(torch.equal(cli_weights[k], lib_weights[k]) for k in lib_weights)
     assert main(["train", str(path), "train.batchsize=3"]) == 2
     assert "did you mean 'batch_size'" in capsys.readouterr().err
+
+
+def test_switching_the_loss_drops_settings_of_other_losses_with_a_warning(assets, tmp_path, caplog):
+    import logging
+
+    from alphapo.errors import ConfigError
+
+    with caplog.at_level(logging.WARNING, logger="alphapo"):
+        cfg = make_config(assets, tmp_path, loss={"name": "dpo", "beta": 0.1, "gamma": 0.25, "nll_weight": 1.0})
+    assert cfg.loss.hparams == {"beta": 0.1, "nll_weight": 1.0}
+    assert "loss.gamma=0.25 does not apply to loss 'dpo': ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alphapo"):
+        cfg = make_config(assets, tmp_path, loss={"name": "simpo", "alpha": 0.25, "gamma": 0.5})
+    assert cfg.loss.hparams == {"gamma": 0.5} and "loss.alpha=0.25 does not apply to loss 'simpo'" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="alphapo"):
+        make_config(assets, tmp_path, loss={"name": "sigmoid", "alpha": 0.25})
+    assert "shapes the log-ratio of 'sigmoid'" in caplog.text
+    # a name no loss knows is still an error, with the closest name suggested
+    with pytest.raises((ConfigError, ValueError), match="gama"):
+        make_config(assets, tmp_path, loss={"name": "simpo", "gama": 0.5})
+
+
+def test_losses_command_lists_dpo(capsys):
+    from alphapo.cli import main
+
+    assert main(["losses", "--width", "250"]) == 0
+    assert "another name for sigmoid" in capsys.readouterr().out

@@ -186,3 +186,43 @@ def test_exploding_weights_stop_before_anything_is_saved(assets, tmp_path):
     unguarded = tmp_path / "unguarded"
     train(make_config(assets, unguarded, **{**cfg, "train": {"max_steps": 2, "max_update_ratio": None}}))
     assert max(float(v.abs().max()) for v in weights(unguarded / "model").values()) > 1e3
+
+
+def test_a_finished_run_is_never_overwritten_silently(assets, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(make_config(assets, out, **RUN))
+    lines = (out / "metrics.jsonl").read_text()
+    assert len(lines.splitlines()) == 4
+    # a new run into the same folder stops, naming what it would overwrite
+    with pytest.raises(
+        ConfigError, match=r"holds an earlier run \(model/, checkpoints/, metrics.jsonl\) that would be"
+    ):
+        train(make_config(assets, out, **RUN))
+    # resume=true on a finished run: its final checkpoint says where it resumes; nothing is lost
+    capsys.readouterr()
+    resumed = train(make_config(assets, out, resume=True, **RUN))
+    assert resumed.step == 4 and "(step 4 of 4)" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == lines and (out / "model").is_dir()
+    # with no checkpoint left, resume=true refuses instead of starting over on top of the results
+    shutil.rmtree(out / "checkpoints")
+    with pytest.raises(ConfigError, match="has no complete checkpoint to resume from"):
+        train(make_config(assets, out, resume=True, **RUN))
+    assert (out / "metrics.jsonl").read_text() == lines
+    # starting over is explicit, and keeps the earlier run aside
+    train(make_config(assets, out, resume_mismatch="fresh", **RUN))
+    assert (out / "previous-1" / "metrics.jsonl").read_text() == lines and (out / "previous-1" / "model").is_dir()
+
+
+def test_the_interrupt_hint_names_resume_once(assets, tmp_path, capsys, monkeypatch):
+    from alphapo.cli import main
+    from alphapo.train.loop import TrainResult
+
+    def interrupted(cfg, on_step=None):
+        return TrainResult("interrupted", 2, tmp_path, None, tmp_path / "checkpoints" / "step-00000002")
+
+    monkeypatch.setattr("alphapo.train.train", interrupted)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {{path: {assets['model']}}}\ndata: {{paths: [{assets['pairs']}]}}\n")
+    assert main(["train", str(recipe), "resume=true", "optim.lr=1e-4"]) == 130
+    hint = capsys.readouterr().err.split("Resume with: ")[1]
+    assert hint.strip() == f"alphapo train {recipe} optim.lr=1e-4 resume=true"

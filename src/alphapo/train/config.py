@@ -87,6 +87,36 @@ class LossConfig(BaseModel):
     def hparams(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def _drop_settings_of_other_losses(self) -> None:
+        """Switching ``loss.name`` on a recipe written for another loss (``loss.name=dpo`` on an AlphaPO
+        recipe): settings that belong to other losses but not to this one (``gamma``, a non-zero
+        ``alpha`` for an unshaped loss) are dropped with a warning naming them; a name no loss knows is
+        still an error with the closest names suggested."""
+        import logging
+
+        from alphapo.losses import available_losses, get_loss_spec
+
+        spec = get_loss_spec(self.name)
+        others = {k for name in available_losses() for k in get_loss_spec(name).defaults}
+        dropped = [k for k in self.hparams if k not in spec.defaults and k in others]
+        if not spec.shapeable and self.hparams.get("alpha") not in (None, 0, 0.0):
+            dropped.append("alpha")
+        if spec.needs_reference and self.hparams.get("alpha") not in (None, 0, 0.0):
+            logging.getLogger("alphapo").warning(
+                "loss.alpha=%r shapes the log-ratio of %r (a shaped variant); set loss.alpha=0 for the loss as "
+                "published",
+                self.hparams["alpha"],
+                self.name,
+            )
+        for key in dropped:
+            value = self.__pydantic_extra__.pop(key)
+            logging.getLogger("alphapo").warning(
+                "loss.%s=%r does not apply to loss %r: ignored (remove it from the recipe to silence this)",
+                key,
+                value,
+                self.name,
+            )
+
     @model_validator(mode="after")
     def _known(self):
         import math
@@ -94,6 +124,7 @@ class LossConfig(BaseModel):
         from alphapo.losses import get_loss_spec
         from alphapo.losses.api import check_loss_settings
 
+        self._drop_settings_of_other_losses()
         check_loss_settings(self.name, self.hparams)
         if self.alpha_scale is not None:
             spec = get_loss_spec(self.name)

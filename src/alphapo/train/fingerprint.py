@@ -184,3 +184,38 @@ def apply_peak_lr(scheduler, lr: float) -> None:
     for group, factor in zip(inner.optimizer.param_groups, inner.lr_lambdas, strict=True):
         group["initial_lr"] = lr
         group["lr"] = lr * factor(inner.last_epoch)
+
+
+def previous_results(output_dir: Path) -> list[str]:
+    """What an earlier run left in ``output_dir`` that a new run would overwrite."""
+    found = []
+    if (output_dir / "model").is_dir():
+        found.append("model/")
+    if (output_dir / "checkpoints").is_dir() and any((output_dir / "checkpoints").iterdir()):
+        found.append("checkpoints/")
+    log = output_dir / "metrics.jsonl"
+    if log.is_file() and log.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    return found
+
+
+def claim_output_dir(cfg, acc) -> None:
+    """A run starting from step 0 never overwrites an earlier run's results silently: with
+    ``resume_mismatch: fresh`` they move to ``previous-<n>/``; otherwise it stops and says so."""
+    import sys
+
+    output_dir = Path(cfg.output_dir)
+    found = previous_results(output_dir)
+    if not found:
+        return
+    if cfg.resume_mismatch == "fresh":
+        if acc.is_main_process:
+            moved = move_aside(output_dir)
+            print(f"train: the earlier run in {output_dir} is now in {moved}; starting over", file=sys.stderr)
+        acc.wait_for_everyone()
+        return
+    why = "has no complete checkpoint to resume from" if cfg.resume else "would be overwritten"
+    raise ConfigError(
+        f"{output_dir} holds an earlier run ({', '.join(found)}) that {why}. Set resume_mismatch=fresh to "
+        "start over (the earlier run moves to previous-<n>/), resume=true to continue it, or another output_dir"
+    )

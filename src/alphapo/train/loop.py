@@ -29,7 +29,7 @@ from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resu
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
-from alphapo.train.fingerprint import apply_peak_lr, resume_or_start_over, run_fingerprint
+from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
@@ -140,6 +140,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     fingerprint = run_fingerprint(cfg, dataset.content_key)
     if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
         checkpoint = None
+    if checkpoint is None:
+        claim_output_dir(cfg, acc)
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
     hparams = resolve_hparams(cfg, model, dataset, collator, acc, tables.initial, checkpoint)
     if cfg.lora is not None:
