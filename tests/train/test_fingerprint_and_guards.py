@@ -205,6 +205,7 @@ def test_a_finished_run_is_never_overwritten_silently(assets, tmp_path, capsys):
     assert (out / "metrics.jsonl").read_text() == lines and (out / "model").is_dir()
     # with no checkpoint left, resume=true refuses instead of starting over on top of the results
     shutil.rmtree(out / "checkpoints")
+    assert not (out / "previous-1").exists()
     with pytest.raises(ConfigError, match="has no complete checkpoint to resume from"):
         train(make_config(assets, out, resume=True, **RUN))
     assert (out / "metrics.jsonl").read_text() == lines
@@ -226,3 +227,13 @@ def test_the_interrupt_hint_names_resume_once(assets, tmp_path, capsys, monkeypa
     assert main(["train", str(recipe), "resume=true", "optim.lr=1e-4"]) == 130
     hint = capsys.readouterr().err.split("Resume with: ")[1]
     assert hint.strip() == f"alphapo train {recipe} optim.lr=1e-4 resume=true"
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_keeps_its_log(assets, tmp_path):
+    out = tmp_path / "run"
+    train(make_config(assets, out, **RUN))
+    log = (out / "metrics.jsonl").read_text()
+    shutil.rmtree(out / "checkpoints")
+    shutil.rmtree(out / "model")  # as a kill before the first checkpoint leaves it: a log only
+    result = train(make_config(assets, out, resume=True, **RUN))
+    assert result.step == 4 and (out / "previous-1" / "metrics.jsonl").read_text() == log

@@ -201,17 +201,21 @@ def previous_results(output_dir: Path) -> list[str]:
 
 def claim_output_dir(cfg, acc) -> None:
     """A run starting from step 0 never overwrites an earlier run's results silently: with
-    ``resume_mismatch: fresh`` they move to ``previous-<n>/``; otherwise it stops and says so."""
+    ``resume_mismatch: fresh`` they move to ``previous-<n>/`` (as does the log of a run resumed with
+    ``resume=true`` that stopped before its first checkpoint: there is nothing else to resume);
+    otherwise it stops and says so."""
     import sys
 
     output_dir = Path(cfg.output_dir)
     found = previous_results(output_dir)
     if not found:
         return
-    if cfg.resume_mismatch == "fresh":
+    unfinished = found == ["metrics.jsonl"]  # stopped before its first checkpoint: only a log to keep
+    if cfg.resume_mismatch == "fresh" or (cfg.resume and unfinished):
         if acc.is_main_process:
             moved = move_aside(output_dir)
-            print(f"train: the earlier run in {output_dir} is now in {moved}; starting over", file=sys.stderr)
+            why = "stopped before its first checkpoint" if unfinished else "is not resumed"
+            print(f"train: the earlier run in {output_dir} {why}; it is now in {moved}; starting over", file=sys.stderr)
         acc.wait_for_everyone()
         return
     why = "has no complete checkpoint to resume from" if cfg.resume else "would be overwritten"
