@@ -127,3 +127,25 @@ def test_losses_command_lists_dpo(capsys):
 
     assert main(["losses", "--width", "250"]) == 0
     assert "another name for sigmoid" in capsys.readouterr().out
+
+
+def test_report_to_takes_one_name_or_none_as_trl_does(assets, tmp_path):
+    assert make_config(assets, tmp_path, logging={"report_to": "tensorboard"}).logging.report_to == ["tensorboard"]
+    assert make_config(assets, tmp_path, logging={"report_to": "none"}).logging.report_to == []
+    assert make_config(assets, tmp_path, logging={"report_to": ["mlflow", "wandb"]}).logging.report_to == [
+        "mlflow",
+        "wandb",
+    ]
+    with pytest.raises(ValueError, match="tensorboard"):
+        make_config(assets, tmp_path, logging={"report_to": "tensorbord"})
+
+
+def test_the_readme_losses_snippet_runs():
+    """The README's Python example pastes and runs as it stands."""
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    snippet = re.search(r"## Losses\n\n```python\n(.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert scope["out"].losses.shape == (2,) and torch.isfinite(scope["out"].loss)

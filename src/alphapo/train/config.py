@@ -184,9 +184,17 @@ class LoopConfig(_Strict):
 class LoggingConfig(_Strict):
     every: int = Field(default=10, gt=0)
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    """Trackers: a list, one name (``report_to: tensorboard``, as TRL takes it) or ``none``."""
     project: str = "alphapo"
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     """``auto``: a progress bar on an interactive terminal, plain log lines otherwise."""
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_or_none(cls, value):
+        if value is None or value == "none" or value == ["none"]:
+            return []
+        return [value] if isinstance(value, str) else value
 
 
 class CheckpointConfig(_Strict):
