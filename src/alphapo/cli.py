@@ -55,6 +55,31 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["ls", "cp", "path"], help="ls: list; cp NAME [DEST]: copy; path NAME: print")
+    p.add_argument("name", nargs="?", help="a recipe name from `alphapo recipes ls`")
+    p.add_argument("dest", nargs="?", default=".", help="cp: a folder or file name (default: here)")
+    p.add_argument("--force", action="store_true", help="cp: overwrite an existing file")
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from alphapo.errors import ConfigError
+    from alphapo.recipes import copy_recipe, describe, list_recipes, recipe_path
+
+    if args.action == "ls":
+        for name, path in list_recipes().items():
+            kind, about = describe(path)
+            print(f"{name:34} {kind:10} {about}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"alphapo recipes {args.action}: name a recipe (alphapo recipes ls)")
+    if args.action == "path":
+        print(recipe_path(args.name))
+        return 0
+    print(f"alphapo recipes: copied to {copy_recipe(args.name, args.dest, args.force)}", file=sys.stderr)
+    return 0
+
+
 def _train_command(task: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from alphapo.config import load_config
@@ -79,7 +104,7 @@ def _train_command(task: str) -> Handler:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="recipe YAML (see configs/)")
+    p.add_argument("config", help="recipe YAML, or a shipped recipe's name (alphapo recipes ls)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any setting, e.g. loss.alpha=0.5")
 
 
@@ -227,9 +252,10 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from alphapo.pipeline.demo import demo_recipe_path
+    from alphapo.recipes import resolve
     from alphapo.sweep import run_sweep
 
-    recipe = str(demo_recipe_path()) if args.config == "demo" else args.config
+    recipe = str(demo_recipe_path()) if args.config == "demo" else str(resolve(args.config))
     summary = run_sweep(recipe, args.settings)
     verdict = summary["verdict"]
     print(
@@ -304,6 +330,11 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
             _train_command("sft"),
         ),
         "losses": ("list every loss with its defaults", losses_args, _cmd_losses),
+        "recipes": (
+            "list, copy or locate the shipped recipes (ls, cp NAME [DEST], path NAME)",
+            _recipes_args,
+            _cmd_recipes,
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """Typed configuration: one source for every default, loaded from YAML with ``key=value`` overrides.
 
-    cfg = load_config(TrainConfig, "configs/tiny_cpu.yaml", ["loss.alpha=0.5", "train.max_steps=20"])
+    cfg = load_config(TrainConfig, "tiny_cpu.yaml", ["loss.alpha=0.5", "train.max_steps=20"])
 
 Models are pydantic classes with ``extra="forbid"``; YAML is parsed with PyYAML; an override's value
 is parsed as YAML too (``lr=1e-6`` is a float, ``paths=[a.jsonl, b.jsonl]`` a list). Errors say which
@@ -24,7 +24,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``; a clear error for a missing file or invalid YAML."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found (shipped recipes: `alphapo recipes ls`)")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -115,7 +115,11 @@ def validate(model: type[M], data: dict[str, Any], source: str = "config") -> M:
 
 
 def load_config(model: type[M], path: str | Path | None, overrides: list[str] | None = None) -> M:
-    """Read ``path`` (or start empty), apply ``overrides``, validate as ``model``."""
+    """Read ``path`` (a file, or the name of a shipped recipe: ``alphapo.recipes``; or start empty),
+    apply ``overrides``, validate as ``model``."""
+    from alphapo.recipes import resolve
+
+    path = resolve(path) if path is not None else None
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     return validate(model, data, str(path) if path is not None else "config")

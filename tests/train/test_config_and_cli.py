@@ -64,7 +64,7 @@ def test_missing_files_are_named(assets, tmp_path):
 
 
 def test_every_shipped_recipe_loads():
-    recipes = sorted((ROOT / "configs").glob("*.yaml"))
+    recipes = sorted((ROOT / "src" / "alphapo" / "configs").glob("*.yaml"))
     assert recipes, "no recipes shipped"
     for recipe in recipes:
         data = yaml.safe_load(recipe.read_text())
@@ -77,7 +77,7 @@ def test_every_shipped_recipe_loads():
 
 
 def test_accelerate_configs_are_valid_yaml():
-    configs = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
+    configs = sorted((ROOT / "src" / "alphapo" / "configs" / "accelerate").glob("*.yaml"))
     assert {c.stem for c in configs} >= {"ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"}
     for config in configs:
         assert isinstance(yaml.safe_load(config.read_text()), dict)
@@ -149,3 +149,31 @@ def test_the_readme_losses_snippet_runs():
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)
     assert scope["out"].losses.shape == (2,) and torch.isfinite(scope["out"].loss)
+
+
+def test_recipes_ship_list_copy_and_resolve_by_name(tmp_path, capsys, monkeypatch):
+    from alphapo.recipes import list_recipes
+
+    shipped = list_recipes()
+    assert {"tiny_cpu", "demo", "mistral7b_instruct_alphapo", "accelerate/ddp", "accelerate/deepspeed_zero3"} <= set(
+        shipped
+    )
+    assert all(path.is_file() for path in shipped.values())
+    assert main(["recipes", "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert "tiny_cpu" in listing and "accelerate/ddp" in listing and "pipeline" in listing
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes", "cp", "tiny_cpu"]) == 0
+    assert (tmp_path / "tiny_cpu.yaml").read_text() == shipped["tiny_cpu"].read_text()
+    assert main(["recipes", "cp", "tiny_cpu"]) == 2  # never overwrites silently
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["recipes", "cp", "tiny_cpu", "--force"]) == 0
+    assert main(["recipes", "path", "accelerate/ddp"]) == 0
+    assert capsys.readouterr().out.strip() == str(shipped["accelerate/ddp"])
+    assert main(["recipes", "path", "tiny_cp"]) == 2
+    assert "no shipped recipe 'tiny_cp'" in capsys.readouterr().err
+    # a shipped recipe's name works where a file is expected, when no such file is here
+    (tmp_path / "tiny_cpu.yaml").unlink()
+    assert load_config(TrainConfig, "tiny_cpu.yaml").loss.name == "alphapo"
+    (tmp_path / "tiny_cpu.yaml").write_text("model: {path: mine}\ndata: {paths: [mine.jsonl]}\nloss: {name: simpo}\n")
+    assert load_config(TrainConfig, "tiny_cpu.yaml").loss.name == "simpo"  # the local file wins

@@ -2,7 +2,7 @@
 evaluates each (also during training, for the over-optimisation frontier) and writes a report.
 
     from alphapo.sweep import run_sweep
-    summary = run_sweep("configs/demo.yaml", ["alpha=-1,0,0.5", "seeds=3"])
+    summary = run_sweep("demo.yaml", ["alpha=-1,0,0.5", "seeds=3"])
 """
 
 from alphapo.sweep.grid import SweepSpec, expand, parse_sweep

@@ -2,7 +2,7 @@
 
 from alphapo.train import TrainConfig, train
 from alphapo.config import load_config
-result = train(load_config(TrainConfig, "configs/tiny_cpu.yaml", ["train.max_steps=10"]))
+result = train(load_config(TrainConfig, "tiny_cpu.yaml", ["train.max_steps=10"]))
 """
 
 from alphapo.train.config import TrainConfig
