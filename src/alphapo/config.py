@@ -125,6 +125,18 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
     return validate(model, data, str(path) if path is not None else "config")
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted keys: ``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

@@ -47,7 +47,7 @@ def recipe_path(name: str) -> Path:
 def resolve(path: str | Path) -> Path:
     """``path`` if it exists, else the shipped recipe of that name, else ``path`` (its error comes later)."""
     path = Path(path)
-    if path.exists() or len(path.parts) > 2:
+    if path.exists():
         return path
     key = str(path).removesuffix(".yaml")
     return list_recipes().get(key, path)

@@ -94,7 +94,7 @@ def compare(runs: list[list[dict]], reference: list[list[dict]], seed: int) -> d
 
 
 def training_summary(run_dirs: list[Path]) -> dict:
-    """Per seed and on average: what training did to the pairs (``displacement.json``) and the alpha."""
+    """Per seed and on average: what training did to the pairs (each run's ``displacement.json``)."""
     records = []
     for run_dir in run_dirs:
         path = run_dir / "displacement.json"

@@ -61,14 +61,14 @@ def rounds_section(summary: dict) -> list[str]:
 def plot_rounds(summary: dict, path: Path) -> Path | None:
     """Six panels against the round: accuracy and gold reward (with intervals), KL to SFT, KL to the
     previous round, chosen/rejected displacement, pairs kept."""
+    rounds = summary.get("rounds")
+    if not rounds:
+        return None
     from alphapo.report.plots import pyplot, save_figure
 
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    rounds = summary.get("rounds")
-    if not rounds:
-        return None
     split = summary["primary_split"]
     fig, axes = plt.subplots(2, 3, figsize=(16, 8))
     panels = [

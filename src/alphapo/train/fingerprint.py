@@ -27,6 +27,7 @@ import json
 import shutil
 from pathlib import Path
 
+from alphapo.config import flatten
 from alphapo.errors import ConfigError
 
 SAFE_TO_CHANGE = (
@@ -58,17 +59,6 @@ KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl")
 """What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote."""
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def _safe(name: str) -> bool:
     return any(name == s or name.startswith(f"{s}.") for s in SAFE_TO_CHANGE)
 
@@ -94,7 +84,7 @@ def model_signature(path: str | None) -> str | None:
 
 def run_fingerprint(cfg, data_key: str) -> dict:
     """The fingerprint stored in each checkpoint: settings (flattened, safe ones left out), data, model."""
-    settings = {k: v for k, v in _flatten(cfg.model_dump(mode="json")).items() if not _safe(k)}
+    settings = {k: v for k, v in flatten(cfg.model_dump(mode="json")).items() if not _safe(k)}
     return {
         "settings": settings,
         "data": data_key,

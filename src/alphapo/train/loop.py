@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from alphapo.config import dump_config
+from alphapo.config import dump_config, flatten
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
 from alphapo.errors import ConfigError, TrainingError
 from alphapo.ops.model_logps import verify_against_logits
@@ -197,7 +197,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             print(f"train: resuming from {checkpoint} (step {state['step']} of {total_steps})", file=sys.stderr)
     log = MetricsLog(output_dir / "metrics.jsonl", state["step"] if checkpoint else None) if main else None
     if cfg.logging.report_to:
-        acc.init_trackers(cfg.logging.project, config=_flat(cfg.model_dump(mode="json")))
+        acc.init_trackers(cfg.logging.project, config=_tracker_config(cfg))
 
     # ---- train
     model.train()
@@ -299,9 +299,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 on_step(step, metrics, model)
             stop = _any(acc, interrupt.requested)
             if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps):
-                if displacement is not None:
-                    state["displacement_probe"] = _gather_probe(acc, displacement)
-                saved = _save_checkpoint(acc, output_dir, step, state, cfg)
+                saved = _save_checkpoint(acc, output_dir, state, cfg, displacement)
             if stop:
                 result_status = "interrupted"
                 break
@@ -316,9 +314,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     model_dir = None
     if result_status == "completed":
         if saved is None or saved.name != f"step-{state['step']:08d}":  # so that a failed final write loses nothing
-            if displacement is not None:
-                state["displacement_probe"] = _gather_probe(acc, displacement)
-            saved = _save_checkpoint(acc, output_dir, state["step"], state, cfg)
+            saved = _save_checkpoint(acc, output_dir, state, cfg, displacement)
         if tables.initial is not None:  # every pair's displacement at the end, against the starting table
             _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir)
         model_dir = guarded_save(
@@ -344,7 +340,12 @@ def _write_final_displacement(cfg, acc, model, dataset, collator, initial, outpu
         (output_dir / "displacement.json").write_text(json.dumps(record, indent=1))
 
 
-def _save_checkpoint(acc, output_dir: Path, step: int, state: dict, cfg: TrainConfig) -> Path:
+def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displacement) -> Path:
+    """A checkpoint of ``state["step"]`` (with every process's displacement probe), or a
+    :class:`TrainingError` saying why it could not be written."""
+    step = state["step"]
+    if displacement is not None:
+        state["displacement_probe"] = _gather_probe(acc, displacement)
     target = output_dir / "checkpoints" / f"step-{step:08d}"
     return guarded_save(
         f"the checkpoint of step {step}",
@@ -383,12 +384,7 @@ def _gather_probe(acc, displacement) -> dict:
     return {str(i): s for i, s in enumerate(gather_object([displacement.state()]))}
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, int | float | str | bool) or v is None else str(v)
-    return out
+def _tracker_config(cfg: TrainConfig) -> dict:
+    """The resolved config as trackers take it: dotted keys, scalar values (others as text)."""
+    flat = flatten(cfg.model_dump(mode="json"))
+    return {k: v if isinstance(v, int | float | str | bool) or v is None else str(v) for k, v in flat.items()}
