@@ -136,3 +136,28 @@ def test_verify_catches_a_head_it_cannot_see():
     model.forward = scaled_forward
     with pytest.raises(UnsupportedModelError, match="differ from the model's own logits"):
         verify_against_logits(model, ids, mask, labels)
+
+
+@pytest.mark.parametrize("schedule", ["pair", "two-pass"])
+def test_model_pair_loss_matches_the_model_s_own_logits(tmp_path, schedule):
+    from alphapo.losses import preference_loss
+    from alphapo.ops import model_pair_loss
+
+    spec = TinyModelSpec(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    model = saved_and_loaded(build_tiny_model(spec), tmp_path)
+    ids, mask, labels = batch(b=4)
+
+    def pair_loss(chosen, rejected, chosen_n, rejected_n, pairs):
+        return preference_loss("alphapo", chosen, rejected, chosen_n, rejected_n, alpha=0.3).losses / 2
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = model_pair_loss(model, ids, mask, labels, pair_loss, schedule=schedule)
+    assert out.schedule.name == schedule
+    g_fused = torch.autograd.grad(out.loss, params)
+    logps = logits_sequence_logps(model(input_ids=ids, attention_mask=mask).logits, labels)
+    n = (labels[:, 1:] != -100).sum(1)
+    want = pair_loss(logps[:2], logps[2:], n[:2], n[2:], None).sum()
+    assert abs(float(out.loss.detach() - want.detach())) < 1e-10
+    assert torch.allclose(out.logps, logps.detach(), atol=1e-10, rtol=0)
+    for a, b in zip(g_fused, torch.autograd.grad(want, params), strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)

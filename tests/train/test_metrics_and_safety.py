@@ -267,7 +267,7 @@ def _poison_logps(monkeypatch, bad_calls):
     """Make the policy's log-probs NaN on the given forward calls (1-based), as exploded weights do."""
     import alphapo.train.objectives as objectives
 
-    original = objectives.batch_logps
+    original, original_pair = objectives.batch_logps, objectives.model_pair_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -277,7 +277,15 @@ def _poison_logps(monkeypatch, bad_calls):
             logps = logps * float("nan")
         return logps, n_tokens, logits
 
+    def poisoned_pair(*args, **kwargs):  # the fused preference path (model_pair_loss)
+        calls["n"] += 1
+        out = original_pair(*args, **kwargs)
+        if calls["n"] in bad_calls:
+            out = out._replace(logps=out.logps * float("nan"), loss=out.loss * float("nan"))
+        return out
+
     monkeypatch.setattr(objectives, "batch_logps", poisoned)
+    monkeypatch.setattr(objectives, "model_pair_loss", poisoned_pair)
 
 
 def test_skip_policy_skips_non_finite_log_probs(assets, tmp_path, monkeypatch, capsys):

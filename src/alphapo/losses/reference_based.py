@@ -100,7 +100,7 @@ def nca_pair(s: PairScores, *, beta: float = 0.1) -> LossTerms:
     return LossTerms(losses, r_w, r_l)
 
 
-@register("bco_pair", reference=True, paper="BCO, Jung et al. 2024, arXiv:2404.04656")
+@register("bco_pair", reference=True, batch_statistic="delta", paper="BCO, Jung et al. 2024, arXiv:2404.04656")
 def bco_pair(s: PairScores, *, beta: float = 0.1, delta: float | None = None) -> LossTerms:
     """Binary classifier optimisation for pairs (Jung et al. 2024, arXiv:2404.04656).
 

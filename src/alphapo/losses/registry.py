@@ -60,12 +60,19 @@ class LossSpec:
     shapeable: bool  # whether ``alpha`` (reward shape) is defined for this loss
     default_alpha: float
     paper: str
+    batch_statistic: str | None = None
+    """A hyper-parameter which, left None, makes each pair's loss depend on the whole batch (BCO's
+    ``delta``: the batch's mean reward). Such a loss cannot be computed chunk by chunk."""
 
     @property
     def defaults(self) -> dict[str, Any]:
         """Hyper-parameters this loss accepts and their defaults (from the signature)."""
         params = inspect.signature(self.fn).parameters.values()
         return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def couples_pairs(self, hparams: dict[str, Any]) -> bool:
+        """Whether, with ``hparams``, one pair's loss depends on the other pairs of its batch."""
+        return self.batch_statistic is not None and hparams.get(self.batch_statistic) is None
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -81,6 +88,7 @@ def register(
     shapeable: bool = True,
     default_alpha: float = 0.0,
     paper: str = "",
+    batch_statistic: str | None = None,
 ) -> Callable[[Callable[..., LossTerms]], Callable[..., LossTerms]]:
     """Decorator adding a paired loss to the registry under ``name``."""
 
@@ -95,6 +103,7 @@ def register(
             shapeable=shapeable,
             default_alpha=default_alpha,
             paper=paper,
+            batch_statistic=batch_statistic,
         )
         return fn
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from alphapo.errors import ConfigError
+from alphapo.ops.pair_loss import PairLossFn, Schedule, fused_pair_loss
 from alphapo.ops.sequence_logps import sequence_logps, sequence_mean_logits
 
 
@@ -109,10 +110,70 @@ def model_sequence_logps(
         input_ids, attention_mask, labels: [B, T]; labels aligned with input_ids (HF convention).
         chunk_size, grad_weights: passed to :func:`sequence_logps`.
     """
+
+    def compute(hidden, weight, targets, bias, softcap):
+        logps, n_tokens = sequence_logps(
+            hidden, weight, targets, bias, ignore_index, chunk_size, softcap=softcap, grad_weights=grad_weights
+        )
+        return logps, ModelLogps(logps, n_tokens, sequence_mean_logits(hidden, weight, targets, bias, ignore_index))
+
+    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute)
+
+
+class ModelPairLoss(NamedTuple):
+    loss: torch.Tensor  # summed pair loss, differentiable
+    logps: torch.Tensor  # [2P] log-prob sums (detached)
+    n_tokens: torch.Tensor  # [2P]
+    mean_logits: torch.Tensor  # [2P] (no grad) TRL's logits/chosen|rejected metric
+    schedule: Schedule
+
+
+def model_pair_loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    pair_loss: PairLossFn,
+    *,
+    ignore_index: int = -100,
+    separable: bool = True,
+    budget_bytes: int | None = None,
+    schedule: str = "auto",
+    chunk_size: int | None = None,
+) -> ModelPairLoss:
+    """:func:`fused_pair_loss` on ``model``'s head: rows ``[0, P)`` chosen, ``[P, 2P)`` rejected.
+
+    The gradients of the head and of the final hidden states are formed during this forward pass
+    (pair schedule) and released to the rest of the model by ``loss.backward()``.
+    """
+
+    def compute(hidden, weight, targets, bias, softcap):
+        out = fused_pair_loss(
+            hidden,
+            weight,
+            targets,
+            pair_loss,
+            bias,
+            ignore_index,
+            softcap=softcap,
+            separable=separable,
+            budget_bytes=budget_bytes,
+            schedule=schedule,
+            chunk_size=chunk_size,
+        )
+        mean_logits = sequence_mean_logits(hidden, weight, targets, bias, ignore_index)
+        return out.loss, ModelPairLoss(out.loss, out.logps, out.n_tokens, mean_logits, out.schedule)
+
+    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute)
+
+
+def _through_head(model, input_ids, attention_mask, labels, ignore_index, compute):
+    """Run ``model`` with its head's forward replaced by ``compute(hidden, weight, targets, bias,
+    softcap) -> (what the head returns, result)``; return the result."""
     spec = head_of(model)
     head = unwrap(model).get_output_embeddings()
     targets = shift_labels(labels, ignore_index)
-    results: list[ModelLogps] = []
+    results = []
 
     def fused_head(hidden: torch.Tensor) -> torch.Tensor:
         # Runs as the head module's forward: parameters are gathered here under FSDP/ZeRO-3.
@@ -127,11 +188,9 @@ def model_sequence_logps(
                 f"{type(unwrap(model)).__name__}: the head received hidden states of shape {tuple(hidden.shape)}, "
                 f"not one per input position {tuple(targets.shape)}"
             )
-        logps, n_tokens = sequence_logps(
-            hidden, weight, targets, bias, ignore_index, chunk_size, softcap=spec.softcap, grad_weights=grad_weights
-        )
-        results.append(ModelLogps(logps, n_tokens, sequence_mean_logits(hidden, weight, targets, bias, ignore_index)))
-        return logps
+        returned, result = compute(hidden, weight, targets, bias, spec.softcap)
+        results.append(result)
+        return returned
 
     head.forward = fused_head  # an instance attribute: nn.Module.__call__ (and its hooks) call it
     try:

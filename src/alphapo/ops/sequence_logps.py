@@ -11,12 +11,12 @@ Call tree::
                    grad_weights)
     └── _SequenceLogps.apply
         ├── forward   for each token block:  for each vocabulary block:
-        │               _Tiles.logits (GEMM into the buffer) -> target logits, online log-sum-exp
+        │               Tiles.logits (GEMM into the buffer) -> target logits, online log-sum-exp
         │             per-sequence sums (index_add); save lse [M]
-        │             [single-pass mode (whole-vocabulary tiles): softmax -> _tile_grads right away]
+        │             [single-pass mode (whole-vocabulary tiles): softmax -> tile_grads right away]
         └── backward  for each token block:  for each vocabulary block:
-                        _Tiles.logits (recompute) -> softmax -> _tile_grads
-                      then the one-hot terms of the block: _onehot_grads
+                        Tiles.logits (recompute) -> softmax -> tile_grads
+                      then the one-hot terms of the block: onehot_grads
 
 Gradients (w_t = incoming per-sequence gradient of token t's sequence, p = softmax, e_y = one-hot):
 ``dZ = w_t (e_y - p)``. The one-hot part is applied once per token as row gathers/scatters
@@ -44,6 +44,16 @@ from typing import NamedTuple
 import torch
 
 from alphapo.errors import InputError
+from alphapo.ops.tiles import (
+    Grads,
+    Tiles,
+    compute_dtype,
+    finish,
+    in_block,
+    onehot_grads,
+    softcap_factor,
+    tile_grads,
+)
 
 CHUNK_BUDGET_FRACTION = 0.06
 """The tile buffer may add this fraction to the memory the op needs anyway (the gradient buffers for
@@ -117,129 +127,12 @@ def single_pass_pays(
     return tokens >= min(SINGLE_PASS_MIN_TOKENS, max(n_tokens, 1))
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class _Tiles:
-    """Buffers reused by every block: the tile (plus one in the weight's dtype when that is not the
-    compute dtype), the token block's [c, H] accumulator and, only when a block's positions are not
-    contiguous, a [c, H] buffer for its gathered hidden rows. Allocating them per block fragments the
-    CPU heap: measured, the resident set grew by one tile every few tiles."""
-
-    def __init__(self, weight: torch.Tensor, tokens: int, vocab_block: int, dtype: torch.dtype):
-        size, device = tokens * vocab_block, weight.device
-        self.flat = torch.empty(size, dtype=dtype, device=device)
-        self.raw = None if weight.dtype == dtype else torch.empty(size, dtype=weight.dtype, device=device)
-        self.acc = torch.empty(tokens, weight.shape[1], dtype=dtype, device=device)
-        self.rows: torch.Tensor | None = None
-
-    def hidden_rows(self, hidden_flat: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """[c, H] rows of the flattened hidden states at ``positions``: a view when they are contiguous
-        (no prompt or padding inside the block), else gathered into a reused buffer."""
-        first, count = int(positions[0]), len(positions)
-        if int(positions[-1]) - first + 1 == count:
-            return hidden_flat[first : first + count]
-        if self.rows is None:
-            self.rows = torch.empty(self.acc.shape, dtype=hidden_flat.dtype, device=hidden_flat.device)
-        return torch.index_select(hidden_flat, 0, positions, out=self.rows[:count])
-
-    def accumulator(self, rows: int) -> torch.Tensor:
-        return self.acc[:rows].zero_()
-
-    def logits(self, h, weight_block, bias_block, softcap) -> torch.Tensor:
-        """[v, c] logits (vocabulary-major, compute dtype) of the hidden rows ``h`` [c, H]."""
-        rows, cols = weight_block.shape[0], h.shape[0]
-        out = (self.flat if self.raw is None else self.raw)[: rows * cols].view(rows, cols)
-        if bias_block is None:
-            torch.mm(weight_block, h.t(), out=out)
-        else:
-            torch.addmm(bias_block[:, None], weight_block, h.t(), out=out)
-        if self.raw is not None:
-            out = self.flat[: rows * cols].view(rows, cols).copy_(out)
-        if softcap is not None:
-            torch.tanh_(out.div_(softcap)).mul_(softcap)
-        return out
-
-
-class _Grads:
-    """Accumulators: hidden gradient buffer (its dtype), weight/bias gradients (fp32 or fp64)."""
-
-    def __init__(self, hidden_flat, weight, bias, dtype, needs):
-        self.hidden = torch.zeros_like(hidden_flat) if needs[0] else None
-        self.weight = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if needs[1] else None
-        self.bias = torch.zeros(bias.shape, dtype=dtype, device=bias.device) if needs[2] else None
-
-
-def _in_block(y: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(columns of the tokens whose label is in [start, stop), those labels' rows in the block)."""
-    cols = ((y >= start) & (y < stop)).nonzero().squeeze(1)
-    return cols, y[cols] - start
-
-
-def _tile_grads(grads, pt, h, w, acc, start, weight_block, cap_factor, y) -> None:
-    """Accumulate one tile's share of the gradients; ``pt`` [v, c] is the tile's softmax (overwritten).
-
-    Without soft-cap only the ``-w p`` part of dZ is applied here: the tile is scaled by ``w`` in place
-    and ``acc`` [c, H] collects ``(w p)^T W``. With a soft-cap dZ is formed explicitly (one-hot
-    included: it no longer factors) and ``acc`` collects ``dZ^T W``.
-    """
-    stop = start + pt.shape[0]
-    dtype = pt.dtype
-    if cap_factor is not None:
-        dzt = pt.mul_(-w)
-        cols, rows = _in_block(y, start, stop)
-        dzt[rows, cols] += w[cols]
-        dzt.mul_(cap_factor)
-        sign = 1.0
-    else:
-        dzt = pt.mul_(w)  # w p: the one-hot part is added per token block in _onehot_grads
-        sign = -1.0
-    if acc is not None:
-        if weight_block.dtype == dtype:
-            acc.addmm_(dzt.t(), weight_block)
-        else:
-            acc.add_(torch.mm(dzt.t().to(weight_block.dtype), weight_block).to(dtype))
-    if grads.weight is not None:
-        grads.weight[start:stop].addmm_(dzt, h.to(dtype), alpha=sign)
-    if grads.bias is not None:
-        grads.bias[start:stop].add_(dzt.sum(dim=1), alpha=sign)
-
-
-_ROWS = 256  # rows per sub-block when gathering W[y]: bounds that temporary to 256 x H
-
-
-def _onehot_grads(grads, pos, y, w, h, acc, weight, softcap) -> None:
-    """Finish a token block: write its hidden-gradient rows and add the ``+w e_y`` part of dZ
-    (absent with soft-cap: already in the tiles). Reuses ``acc`` [c, H] as scratch."""
-    if softcap is not None:
-        if grads.hidden is not None:
-            grads.hidden.index_copy_(0, pos, acc.to(grads.hidden.dtype))
-        return
-    if grads.hidden is not None:
-        # grad_h = w W[y] - (w p)^T W
-        acc.neg_()
-        for r in range(0, len(y), _ROWS):
-            sub = slice(r, r + _ROWS)
-            acc[sub].addcmul_(weight[y[sub]].to(acc.dtype), w[sub, None])
-        grads.hidden.index_copy_(0, pos, acc.to(grads.hidden.dtype))
-    if grads.weight is not None:
-        grads.weight.index_add_(0, y, torch.mul(h.to(acc.dtype), w[:, None], out=acc))
-    if grads.bias is not None:
-        grads.bias.index_add_(0, y, w)
-
-
-def _softcap_factor(zt: torch.Tensor, softcap: float | None) -> torch.Tensor | None:
-    """``d capped / d raw = 1 - tanh^2 = 1 - (capped / c)^2`` for soft-capped logits; None without cap."""
-    return None if softcap is None else 1 - (zt / softcap) ** 2
-
-
 class _SequenceLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights):
         batch, seq, _ = hidden.shape
         vocab = weight.shape[0]
-        dtype = _compute_dtype(hidden.dtype)
+        dtype = compute_dtype(hidden.dtype)
         hidden_flat = hidden.reshape(batch * seq, -1)
         pos = (labels.reshape(-1) != ignore_index).nonzero().squeeze(1)  # [M] labelled positions
         y = labels.reshape(-1)[pos]
@@ -251,12 +144,12 @@ class _SequenceLogps(torch.autograd.Function):
         tokens, vblock = tile_shape(len(pos), vocab, budget, chunk_size, vocab_chunk_size, whole_vocab=single_pass)
         if single_pass and vblock < vocab:
             raise InputError("sequence_logps: single-pass mode (grad_weights) needs whole-vocabulary tiles")
-        tiles = _Tiles(weight, min(tokens, max(len(pos), 1)), vblock, dtype)
+        tiles = Tiles(weight, min(tokens, max(len(pos), 1)), vblock, dtype)
         lse = torch.empty(len(pos), dtype=dtype, device=hidden.device)
         target = torch.empty_like(lse)
         if single_pass:
             token_w = grad_weights.to(dtype)[rows]
-            grads = _Grads(hidden_flat, weight, bias, dtype, ctx.needs_input_grad[:3])
+            grads = Grads(hidden_flat, weight, bias, dtype, ctx.needs_input_grad[:3])
         for t0 in range(0, len(pos), tokens):
             sl = slice(t0, t0 + tokens)
             h, y_c = tiles.hidden_rows(hidden_flat, pos[sl]), y[sl]
@@ -266,9 +159,9 @@ class _SequenceLogps(torch.autograd.Function):
                 zt = tiles.logits(
                     h, weight[v0 : v0 + vblock], None if bias is None else bias[v0 : v0 + vblock], softcap
                 )
-                cols, in_rows = _in_block(y_c, v0, v0 + zt.shape[0])
+                cols, in_rows = in_block(y_c, v0, v0 + zt.shape[0])
                 target[t0 + cols] = zt[in_rows, cols]
-                cap_factor = _softcap_factor(zt, softcap) if single_pass else None
+                cap_factor = softcap_factor(zt, softcap) if single_pass else None
                 # online log-sum-exp over the vocabulary blocks (zt becomes exp(zt - new peak))
                 new_peak = torch.maximum(peak, zt.amax(dim=0))
                 total.mul_(torch.exp(peak - new_peak)).add_(zt.sub_(new_peak).exp_().sum(dim=0))
@@ -276,8 +169,8 @@ class _SequenceLogps(torch.autograd.Function):
                 if single_pass:  # whole vocabulary: zt / total is the softmax
                     w_c = token_w[sl]
                     acc = tiles.accumulator(h.shape[0])
-                    _tile_grads(grads, zt.div_(total), h, w_c, acc, v0, weight, cap_factor, y_c)
-                    _onehot_grads(grads, pos[sl], y_c, w_c, h, acc, weight, softcap)
+                    tile_grads(grads, zt.div_(total), h, w_c, acc, v0, weight, cap_factor, y_c)
+                    onehot_grads(grads, pos[sl], y_c, w_c, h, acc, weight, softcap)
                 del zt, cap_factor
             lse[sl] = peak + total.log()
         logps = torch.zeros(batch, dtype=dtype, device=hidden.device).index_add_(0, rows, target - lse)
@@ -307,11 +200,11 @@ class _SequenceLogps(torch.autograd.Function):
             for g in (grads.hidden, grads.weight, grads.bias):
                 if g is not None and scale != 1.0:
                     g.mul_(scale)
-            return _finish(grads, shape, weight_dtype, bias_dtype)
+            return finish(grads, shape, weight_dtype, bias_dtype)
         hidden, weight, bias, pos, y, rows, lse = ctx.saved_tensors
         tiles = ctx.tiles  # kept on ctx: the graph may be back-propagated again (retain_graph)
         hidden_flat = hidden.reshape(shape[0] * shape[1], -1)
-        grads = _Grads(hidden_flat, weight, bias, dtype, ctx.needs_input_grad[:3])
+        grads = Grads(hidden_flat, weight, bias, dtype, ctx.needs_input_grad[:3])
         token_w = grad_logps.to(dtype)[rows]
         for t0 in range(0, len(pos), tokens):
             sl = slice(t0, t0 + tokens)
@@ -320,20 +213,12 @@ class _SequenceLogps(torch.autograd.Function):
             for v0 in range(0, weight.shape[0], vblock):
                 w_block = weight[v0 : v0 + vblock]
                 zt = tiles.logits(h, w_block, None if bias is None else bias[v0 : v0 + vblock], softcap)
-                cap_factor = _softcap_factor(zt, softcap)
+                cap_factor = softcap_factor(zt, softcap)
                 pt = zt.sub_(lse[sl]).exp_()  # softmax of the tile
-                _tile_grads(grads, pt, h, w_c, acc, v0, w_block, cap_factor, y_c)
+                tile_grads(grads, pt, h, w_c, acc, v0, w_block, cap_factor, y_c)
                 del zt, pt, cap_factor
-            _onehot_grads(grads, pos[sl], y_c, w_c, h, acc, weight, softcap)
-        return _finish(grads, shape, weight_dtype, bias_dtype)
-
-
-def _finish(grads: _Grads, shape, weight_dtype, bias_dtype):
-    """Autograd's return tuple: gradients in the inputs' dtypes, None for non-tensor arguments."""
-    grad_hidden = None if grads.hidden is None else grads.hidden.reshape(shape)
-    grad_weight = None if grads.weight is None else grads.weight.to(weight_dtype)
-    grad_bias = None if grads.bias is None else grads.bias.to(bias_dtype)
-    return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
+            onehot_grads(grads, pos[sl], y_c, w_c, h, acc, weight, softcap)
+        return finish(grads, shape, weight_dtype, bias_dtype)
 
 
 def _uniform_scale(actual: torch.Tensor, promised: torch.Tensor) -> float:
@@ -387,14 +272,14 @@ def sequence_logps(
     Returns:
         ``SequenceLogps(logps [B], n_tokens [B])``; a row with no labelled token gets logp 0, n 0.
     """
-    _check_inputs(hidden, weight, labels, bias, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights)
+    check_inputs(hidden, weight, labels, bias, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights)
     out = _SequenceLogps.apply(
         hidden, weight, bias, labels, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights
     )
     return SequenceLogps(*out)
 
 
-def _check_inputs(hidden, weight, labels, bias, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights):
+def check_inputs(hidden, weight, labels, bias, ignore_index, chunk_size, vocab_chunk_size, softcap, grad_weights):
     if hidden.dim() != 3:
         raise InputError(f"sequence_logps: hidden must be [B, T, H], got shape {tuple(hidden.shape)}")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[2]:
@@ -443,7 +328,7 @@ def sequence_mean_logits(
     product per token. This is TRL's ``logits/chosen|rejected`` metric (raw logits, before any
     soft-cap). Rows with no labelled token give 0.
     """
-    dtype = _compute_dtype(hidden.dtype)
+    dtype = compute_dtype(hidden.dtype)
     mask = (labels != ignore_index).to(dtype)  # [B, T]
     row_sum = weight.to(dtype).sum(dim=0)  # [H]
     per_token = hidden.to(dtype) @ row_sum  # [B, T]

@@ -167,6 +167,15 @@ class LoopConfig(_Strict):
     logps: Literal["fused", "logits"] = "fused"
     """``fused``: log-probs without the full logits (alphapo.ops); ``logits``: the model's own logits."""
     chunk_size: int | None = Field(default=None, gt=0)
+    """Token block of the two-pass fused op (``alphapo.ops.sequence_logps``); None: sized from memory."""
+    pair_schedule: Literal["auto", "pair", "two-pass"] = "auto"
+    """Fused preference training (``alphapo.ops.fused_pair_loss``). ``pair``: a chunk of pairs at a
+    time, gradients formed in the forward pass (6NHV FLOPs; holds that chunk's logits). ``two-pass``:
+    logits recomputed in the backward pass (8NHV; holds none). ``auto``: pair when one pair's logits
+    fit ``logits_budget_mb`` and the loss does not couple pairs (BCO without ``delta``), else two-pass.
+    Same values and gradients either way."""
+    logits_budget_mb: float | None = Field(default=None, gt=0)
+    """Most logits (MiB) the pair schedule holds at once; None: 1/8 of the device's free memory, at most 8 GiB."""
     verify_logps: bool = True
     """Before training, check the fused log-probs against the model's own logits on one example (a
     model whose code changes its logits after the head, in a way alphapo cannot see, is refused)."""

@@ -48,6 +48,9 @@ SAFE_TO_CHANGE = (
     "train.nan_skip_limit",
     "train.verify_logps",
     "train.max_update_ratio",
+    "train.chunk_size",  # the fused ops' schedules give the same values and gradients
+    "train.pair_schedule",
+    "train.logits_budget_mb",
 )
 """Settings left out of the fingerprint: they change what is logged or saved, not the weights."""
 CONTINUABLE = ("train.max_steps", "train.epochs", "optim.lr")

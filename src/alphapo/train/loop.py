@@ -180,6 +180,8 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
             cfg.train.logps,
             cfg.train.chunk_size,
             displacement,
+            cfg.train.pair_schedule,
+            None if cfg.train.logits_budget_mb is None else int(cfg.train.logits_budget_mb * 2**20),
         )
     probe_batch = None
     if cfg.diagnostics.every and cfg.task == "preference" and main:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from alphapo.losses import preference_loss
+from alphapo.losses import get_loss_spec, preference_loss
+from alphapo.ops.model_logps import model_pair_loss
 from alphapo.train.metrics import MetricSums
 from alphapo.train.reference import batch_logps
 
@@ -26,13 +27,17 @@ class StepShape:
 
 
 class PreferenceObjective:
-    """A paired loss from ``alphapo.losses`` on the policy's (fused) log-probs.
+    """A paired loss from ``alphapo.losses`` on the policy's log-probs: fused (``model_pair_loss``:
+    a chunk of pairs at a time, gradients formed in the forward pass, or two-pass when the loss
+    couples pairs or a pair's logits exceed the budget) or from the model's full logits.
 
     ``reference`` [N, 2]: precomputed reference log-probs (None for reference-free losses);
     ``initial`` [N, 2]: the starting policy's, for the displacement metrics (None to skip them).
     """
 
-    def __init__(self, loss_name, hparams, reference, initial, logps_mode, chunk_size, probe=None):
+    def __init__(
+        self, loss_name, hparams, reference, initial, logps_mode, chunk_size, probe=None, schedule="auto", budget=None
+    ):
         self.loss_name = loss_name
         self.hparams = hparams
         self.reference = reference
@@ -40,19 +45,39 @@ class PreferenceObjective:
         self.logps_mode = logps_mode
         self.chunk_size = chunk_size
         self.probe = probe  # a DisplacementProbe collecting first-visit log-probs, or None
+        self.schedule = schedule  # fused_pair_loss's schedule: auto, pair or two-pass
+        self.budget = budget  # bytes of logits the pair schedule may hold; None: its default
+        self.separable = not get_loss_spec(loss_name).couples_pairs(hparams)
 
     def __call__(self, model, batch, shape: StepShape, sums: MetricSums) -> torch.Tensor:
         pairs = batch["index"].shape[0]
-        logps, n_tokens, mean_logits = batch_logps(model, batch, self.logps_mode, self.chunk_size)
-        if not torch.isfinite(logps.detach()).all():
-            return mark_non_finite(logps, sums).sum() * 0.0
-        chosen, rejected = logps[:pairs], logps[pairs:]
-        if self.probe is not None:
-            self.probe.offer(batch["index"], chosen, rejected)
+        scale = shape.world_size / shape.examples
         refs = ()
         if self.reference is not None:
-            ref = self.reference[batch["index"].cpu()].to(logps.device)
+            ref = self.reference[batch["index"].cpu()].to(batch["input_ids"].device)
             refs = (ref[:, 0], ref[:, 1])
+        if self.logps_mode == "fused":
+            fused = model_pair_loss(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["labels"],
+                self._pair_loss(refs, scale),
+                separable=self.separable,
+                budget_bytes=self.budget,
+                schedule=self.schedule,
+                chunk_size=self.chunk_size,
+            )
+            logps, n_tokens, mean_logits, objective = fused.logps, fused.n_tokens, fused.mean_logits, fused.loss
+        else:
+            logps, n_tokens, mean_logits = batch_logps(model, batch, self.logps_mode, self.chunk_size)
+            objective = None
+        if not torch.isfinite(logps.detach()).all():
+            marked = mark_non_finite(logps, sums).sum() * 0.0
+            return marked if objective is None else objective * 0.0
+        chosen, rejected = logps[:pairs], logps[pairs:]
+        if self.probe is not None:
+            self.probe.offer(batch["index"], chosen.detach(), rejected.detach())
         out = preference_loss(
             self.loss_name, chosen, rejected, n_tokens[:pairs], n_tokens[pairs:], *refs, **self.hparams
         )
@@ -71,7 +96,20 @@ class PreferenceObjective:
             sums.add("displacement/chosen", chosen.detach() - start[:, 0])
             sums.add("displacement/rejected", rejected.detach() - start[:, 1])
             sums.add("displacement/chosen_fell", (chosen.detach() < start[:, 0]).float())
-        return out.losses.sum() * (shape.world_size / shape.examples)
+        return out.losses.sum() * scale if objective is None else objective
+
+    def _pair_loss(self, refs, scale):
+        """The per-pair losses of a chunk, times the step's scale, for :func:`model_pair_loss`. A chunk
+        with a non-finite log-prob gives zero losses: the step is dropped after the forward pass."""
+
+        def pair_loss(chosen, rejected, chosen_n, rejected_n, pairs):
+            if not (torch.isfinite(chosen).all() and torch.isfinite(rejected).all()):
+                return (chosen + rejected).nan_to_num(0.0, 0.0, 0.0) * 0.0
+            chunk_refs = tuple(r[pairs] for r in refs)
+            out = preference_loss(self.loss_name, chosen, rejected, chosen_n, rejected_n, *chunk_refs, **self.hparams)
+            return out.losses * scale
+
+        return pair_loss
 
 
 def mark_non_finite(logps: torch.Tensor, sums: MetricSums) -> torch.Tensor:
