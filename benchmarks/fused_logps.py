@@ -1,18 +1,20 @@
 """Benchmark: per-sequence log-probs + SimPO loss, forward and backward, side by side.
 
     python benchmarks/fused_logps.py                      # the default shapes, every variant
-    python benchmarks/fused_logps.py --shapes 4,256,512,32000 --variants fused,floor --reps 5
+    python benchmarks/fused_logps.py --shapes 4,256,512,32000 --variants pair,liger,floor-6nhv --reps 5
 
 Each (shape, variant) runs in a fresh subprocess: inputs are built, the peak-RSS counter is reset
 (CPU; ``torch.cuda.reset_peak_memory_stats`` on CUDA), one cold forward+backward measures the peak
 memory growth, then ``--reps`` timed runs give the median time. Variants:
 
 * ``naive``   materialised logits (``hidden @ W.T``), fp32 log-softmax, gather: the twin from the tests
-* ``fused``   :func:`alphapo.ops.sequence_logps` (two-pass, 8*N*H*V FLOPs) + ``preference_loss("simpo")``
 * ``liger``   Liger-Kernel's ``LigerFusedLinearSimPOLoss`` (when installed; compiled, chunk = 1 pair)
-* ``floor``   only the four GEMMs the fused op cannot avoid, with the op's own chunking
-* ``fused-1pass`` / ``floor-1pass``: single-pass mode on an NLL loss (6*N*H*V) and its three GEMMs,
-  where the op runs single-pass (``alphapo.ops.single_pass_pays``); else the two-pass schedule
+* ``two-pass`` :func:`alphapo.ops.sequence_logps` (8*N*H*V FLOPs) + ``preference_loss("simpo")``
+* ``pair``    :func:`alphapo.ops.fused_preference_loss` ("simpo"), schedule ``auto``: a chunk of pairs
+  at a time, gradients formed in the forward pass (6*N*H*V), or two-pass where the chooser says so
+  (column ``sched``); ``--budget-mb`` sets its logits budget (default: the op's)
+* ``floor-8nhv`` only the four GEMMs of the two-pass schedule, on its own tiles
+* ``floor-6nhv`` only the three GEMMs of the pair schedule, on its own chunks and token blocks
 
 Memory floor (analytic): the gradient buffers every variant must return, hidden [N, H] and
 weight [V, H] (fp32), where N = 2 * pairs * T. Prints a table (time ratios of medians, and of the
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks import their baselines from the tests
 
 DEFAULT_SHAPES = ["4,256,512,32000", "2,1024,1024,32000", "1,2048,512,128256"]
-VARIANTS = ["naive", "fused", "liger", "floor", "fused-1pass", "floor-1pass"]
+VARIANTS = ["naive", "liger", "two-pass", "pair", "floor-8nhv", "floor-6nhv"]
 SIMPO = {"beta": 2.5, "gamma": 0.25}
 
 
@@ -92,16 +94,22 @@ def simpo_of(logps, n_tokens, pairs):
     return out.losses.mean()
 
 
-def build_step(variant, hidden, weight, labels, pairs, chunk_size):
-    """A closure running one forward+backward of ``variant`` (gradients land in .grad)."""
-    from alphapo.ops import gradient_floor_bytes, sequence_logps, single_pass_pays, tile_budget_bytes, tile_shape
+def build_step(variant, hidden, weight, labels, pairs, chunk_size, budget):
+    """A closure running one forward+backward of ``variant`` (gradients land in .grad), the tile
+    or block shape it uses and its schedule."""
+    from alphapo.ops import (
+        choose_schedule,
+        default_budget_bytes,
+        fused_preference_loss,
+        gradient_floor_bytes,
+        sequence_logps,
+        tile_budget_bytes,
+        tile_shape,
+    )
 
     n_labelled = int((labels != -100).sum())
-    budget = tile_budget_bytes(gradient_floor_bytes(hidden, weight))
-    # the op runs single-pass only where it pays (alphapo.ops.single_pass_pays); its floor follows
-    single = variant.endswith("1pass") and single_pass_pays(n_labelled, weight.shape[0], budget, chunk_size)
-    tokens, vblock = tile_shape(n_labelled, weight.shape[0], budget, chunk_size, None, whole_vocab=single)
-
+    tokens, vblock = tile_shape(n_labelled, weight.shape[0], tile_budget_bytes(gradient_floor_bytes(hidden, weight)))
+    tile, schedule = None, None
     if variant == "naive":
         from tests.ops.reference import naive_sequence_logps
 
@@ -109,19 +117,24 @@ def build_step(variant, hidden, weight, labels, pairs, chunk_size):
             logps, n = naive_sequence_logps(hidden, weight, labels)
             simpo_of(logps, n, pairs).backward()
 
-    elif variant == "fused":
+    elif variant == "two-pass":
+        tile, schedule = (tokens, vblock), "2pass"
 
         def step():
             logps, n = sequence_logps(hidden, weight, labels, chunk_size=chunk_size)
             simpo_of(logps, n, pairs).backward()
 
-    elif variant == "fused-1pass":
+    elif variant == "pair":
+        counts = (labels != -100).sum(1)
+        plan = choose_schedule(
+            (counts[:pairs] + counts[pairs:]).tolist(),
+            weight.shape[0],
+            default_budget_bytes(hidden.device) if budget is None else budget,
+        )
+        schedule = "pair" if plan.name == "pair" else "2pass"
 
         def step():
-            total = (labels != -100).sum()
-            w = torch.full((labels.shape[0],), -1.0, dtype=torch.float32, device=labels.device) / total
-            logps, _ = sequence_logps(hidden, weight, labels, chunk_size=chunk_size, grad_weights=w)
-            (-logps.sum() / total).backward()
+            fused_preference_loss(hidden, weight, labels, "simpo", budget_bytes=budget, **SIMPO).loss.backward()
 
     elif variant == "liger":
         from liger_kernel.chunked_loss import LigerFusedLinearSimPOLoss
@@ -131,35 +144,80 @@ def build_step(variant, hidden, weight, labels, pairs, chunk_size):
         def step():
             loss_fn(weight, hidden, labels)[0].backward()
 
-    elif variant in ("floor", "floor-1pass"):
-        # The GEMMs of the op's own schedule and nothing else, on the op's own tiles: vocabulary-major
-        # [v, c] logits into one reused buffer, W_b @ h^T (forward), again (recompute, two-pass only),
-        # p^T @ W_b accumulated per token block, and grad_W[b] += p @ h.
-        flat = hidden.detach().reshape(-1, hidden.shape[-1])
-        pos = (labels.reshape(-1) != -100).nonzero().squeeze(1)
-        w = weight.detach()
-
-        def step():
-            grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
-            grad_h = torch.zeros_like(flat)
-            buf = torch.empty(tokens * vblock, dtype=w.dtype, device=w.device)
-            for t0 in range(0, len(pos), tokens):
-                h = flat.index_select(0, pos[t0 : t0 + tokens])
-                acc = torch.zeros_like(h)
-                for v0 in range(0, w.shape[0], vblock):
-                    w_b = w[v0 : v0 + vblock]
-                    zt = buf[: w_b.shape[0] * h.shape[0]].view(w_b.shape[0], h.shape[0])
-                    torch.mm(w_b, h.t(), out=zt)  # forward logits
-                    if not single:
-                        torch.mm(w_b, h.t(), out=zt)  # recompute in backward
-                    acc.add_(torch.mm(zt.t(), w_b))
-                    grad_w[v0 : v0 + vblock].addmm_(zt.float(), h.float())
-                grad_h.index_copy_(0, pos[t0 : t0 + tokens], acc)
-            hidden.grad, weight.grad = grad_h.reshape(hidden.shape), grad_w.to(w.dtype)
-
+    elif variant == "floor-8nhv":
+        tile, schedule = (tokens, vblock), "2pass"
+        step = _floor_8nhv(hidden, weight, labels, tokens, vblock)
+    elif variant == "floor-6nhv":
+        step, tile = _floor_6nhv(hidden, weight, labels, budget)
+        schedule = "pair"
     else:
         raise ValueError(f"unknown variant {variant!r}")
-    return step, (tokens, vblock), "1pass" if single else "2pass"
+    return step, tile, schedule
+
+
+def _floor_8nhv(hidden, weight, labels, tokens, vblock):
+    """The GEMMs of the two-pass schedule and nothing else, on its own tiles: vocabulary-major [v, c]
+    logits into one reused buffer, W_b @ h^T (forward), again (recompute), p^T @ W_b accumulated per
+    token block, and grad_W[b] += p @ h."""
+    flat = hidden.detach().reshape(-1, hidden.shape[-1])
+    pos = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+    w = weight.detach()
+
+    def step():
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        grad_h = torch.zeros_like(flat)
+        buf = torch.empty(tokens * vblock, dtype=w.dtype, device=w.device)
+        for t0 in range(0, len(pos), tokens):
+            h = flat.index_select(0, pos[t0 : t0 + tokens])
+            acc = torch.zeros_like(h)
+            for v0 in range(0, w.shape[0], vblock):
+                w_b = w[v0 : v0 + vblock]
+                zt = buf[: w_b.shape[0] * h.shape[0]].view(w_b.shape[0], h.shape[0])
+                torch.mm(w_b, h.t(), out=zt)  # forward logits
+                torch.mm(w_b, h.t(), out=zt)  # recomputed in the backward pass
+                acc.add_(torch.mm(zt.t(), w_b))
+                grad_w[v0 : v0 + vblock].addmm_(zt, h)
+            grad_h.index_copy_(0, pos[t0 : t0 + tokens], acc)
+        hidden.grad, weight.grad = grad_h.reshape(hidden.shape), grad_w.to(w.dtype)
+
+    return step
+
+
+def _floor_6nhv(hidden, weight, labels, budget):
+    """The GEMMs of the pair schedule and nothing else, on its own chunks and token blocks: each
+    block's logits W @ h^T into the chunk's held buffer, then per block p^T @ W and grad_W += p @ h."""
+    from alphapo.ops import choose_schedule, default_budget_bytes
+    from alphapo.ops.pair_loss import _blocks
+
+    pairs = labels.shape[0] // 2
+    counts = (labels != -100).sum(1)
+    budget = default_budget_bytes(hidden.device) if budget is None else budget
+    plan = choose_schedule((counts[:pairs] + counts[pairs:]).tolist(), weight.shape[0], budget, schedule="pair")
+    flat = hidden.detach().reshape(-1, hidden.shape[-1])
+    seq = labels.shape[1]
+    w = weight.detach()
+    chunks = []
+    for a, b in plan.chunks:
+        rows = [*range(a, b), *range(pairs + a, pairs + b)]
+        pos = torch.cat([r * seq + (labels[r] != -100).nonzero().squeeze(1) for r in rows])
+        chunks.append((pos, _blocks(len(pos))))
+    held_tokens = max(len(pos) for pos, _ in chunks)
+
+    def step():
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        grad_h = torch.zeros_like(flat)
+        held = torch.empty(held_tokens * w.shape[0], dtype=w.dtype, device=w.device)
+        for pos, blocks in chunks:
+            h = flat.index_select(0, pos)
+            views = [held[s.start * w.shape[0] : s.stop * w.shape[0]].view(w.shape[0], -1) for s in blocks]
+            for s, zt in zip(blocks, views, strict=True):
+                torch.mm(w, h[s].t(), out=zt)
+            for s, zt in zip(blocks, views, strict=True):
+                grad_h.index_copy_(0, pos[s], torch.mm(zt.t(), w))
+                grad_w.addmm_(zt, h[s])
+        hidden.grad, weight.grad = grad_h.reshape(hidden.shape), grad_w.to(w.dtype)
+
+    return step, (held_tokens, len(chunks))
 
 
 def worker(args) -> dict:
@@ -167,7 +225,8 @@ def worker(args) -> dict:
     dtype = getattr(torch, args.dtype)
     pairs, seq, hidden_size, vocab = map(int, args.shape.split(","))
     hidden, weight, labels = make_inputs(pairs, seq, hidden_size, vocab, dtype, device, args.prompt_fraction)
-    step, chunk, schedule = build_step(args.worker, hidden, weight, labels, pairs, args.chunk_size)
+    budget = None if args.budget_mb is None else int(args.budget_mb * 2**20)
+    step, tile, schedule = build_step(args.worker, hidden, weight, labels, pairs, args.chunk_size, budget)
 
     def sync():
         if device.type == "cuda":
@@ -191,8 +250,8 @@ def worker(args) -> dict:
     return {
         "shape": args.shape,
         "variant": args.worker,
-        "tile": chunk if args.worker in ("fused", "fused-1pass", "floor", "floor-1pass") else None,
-        "schedule": schedule if args.worker in ("fused", "fused-1pass", "floor", "floor-1pass") else None,
+        "tile": tile,
+        "schedule": schedule,
         "time_s": statistics.median(times),
         "times_s": times,
         "peak_growth_bytes": mem.growth,
@@ -240,6 +299,8 @@ def run_all(args) -> tuple[list[dict], list[str]]:
             ]
             if args.chunk_size:
                 cmd += ["--chunk-size", str(args.chunk_size)]
+            if args.budget_mb:
+                cmd += ["--budget-mb", str(args.budget_mb)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if proc.returncode != 0:
                 print(f"[fail] {shape} {variant}:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -260,17 +321,21 @@ def run_all(args) -> tuple[list[dict], list[str]]:
 
 
 def ratios(results: list[dict]) -> list[dict]:
+    """Each variant against the GEMM floor of its schedule (6NHV for the single-pass methods, Liger
+    and naive included), against Liger and against the two-pass op, side by side."""
     by = {(r["shape"], r["variant"]): r for r in results}
     rows = []
     for r in results:
-        shape, variant = r["shape"], r["variant"]
-        floor = by.get((shape, "floor-1pass" if variant.endswith("1pass") else "floor"))
-        fused = by.get((shape, "fused"))
+        shape = r["shape"]
+        floor = by.get((shape, "floor-8nhv" if r.get("schedule") == "2pass" else "floor-6nhv"))
         row = dict(r)
         row["time_vs_floor"] = r["time_s"] / floor["time_s"] if floor else None
         # fastest run against fastest run: the ratio least moved by a noisy neighbour on a shared host
         row["best_time_vs_floor"] = min(r["times_s"]) / min(floor["times_s"]) if floor else None
-        row["time_vs_fused"] = r["time_s"] / fused["time_s"] if fused else None
+        for other in ("liger", "two-pass"):
+            base = by.get((shape, other))
+            row[f"time_vs_{other}"] = r["time_s"] / base["time_s"] if base else None
+            row[f"memory_vs_{other}"] = r["peak_growth_bytes"] / base["peak_growth_bytes"] if base else None
         row["memory_vs_floor"] = r["peak_growth_bytes"] / r["memory_floor_bytes"]
         rows.append(row)
     return rows
@@ -278,17 +343,18 @@ def ratios(results: list[dict]) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     head = (
-        f"{'shape (pairs,T,H,V)':>20} {'variant':<12} {'sched':>5} {'time s':>8} {'x GEMM floor':>12} "
-        f"{'(best)':>6} {'x fused':>8} {'peak MiB':>9} {'x mem floor':>11}"
+        f"{'shape (pairs,T,H,V)':>20} {'variant':<11} {'sched':>5} {'time s':>8} {'x floor':>7} {'(best)':>6} "
+        f"{'x liger':>7} {'x 2pass':>7} {'peak MiB':>9} {'mem x liger':>11} {'x mem floor':>11}"
     )
     print(head)
     print("-" * len(head))
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
         print(
-            f"{r['shape']:>20} {r['variant']:<12} {r.get('schedule') or '-':>5} {r['time_s']:8.3f} "
-            f"{fmt(r['time_vs_floor']):>12} {fmt(r['best_time_vs_floor']):>6} {fmt(r['time_vs_fused']):>8} "
-            f"{r['peak_growth_bytes'] / 2**20:9.1f} {fmt(r['memory_vs_floor']):>11}"
+            f"{r['shape']:>20} {r['variant']:<11} {r.get('schedule') or '-':>5} {r['time_s']:8.3f} "
+            f"{fmt(r['time_vs_floor']):>7} {fmt(r['best_time_vs_floor']):>6} {fmt(r['time_vs_liger']):>7} "
+            f"{fmt(r['time_vs_two-pass']):>7} {r['peak_growth_bytes'] / 2**20:9.1f} {fmt(r['memory_vs_liger']):>11} "
+            f"{fmt(r['memory_vs_floor']):>11}"
         )
 
 
@@ -300,7 +366,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="times each variant's process is run, alternating")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--chunk-size", type=int, default=None, help="fused/floor chunk (default: the op's auto size)")
+    p.add_argument("--chunk-size", type=int, default=None, help="two-pass token block (default: the op's auto size)")
+    p.add_argument(
+        "--budget-mb", type=float, default=None, help="the pair schedule's logits budget (default: the op's)"
+    )
     p.add_argument("--prompt-fraction", type=float, default=0.0, help="leading share of each row labelled -100")
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -1,5 +1,12 @@
 """Benchmark: training throughput and peak memory, ``alphapo train`` against TRL's CPOTrainer.
 
+Trainers: ``alphapo`` (the fused pair schedule, gradients formed in the forward pass where a pair's
+logits fit the budget: ``train.pair_schedule=auto``), ``alphapo-2pass`` (the two-pass fused op,
+``train.pair_schedule=two-pass``) and ``trl`` (CPOTrainer, full logits). TRL's Liger-Kernel path
+(``use_liger_kernel``) exists for its DPO trainer only: CPOTrainer, the one with AlphaPO, has none (TRL
+1.16), so no TRL+Liger row is measured here; ``benchmarks/fused_logps.py`` compares the losses
+with Liger's directly.
+
     python benchmarks/train_throughput.py                  # tiny Llama (32k vocabulary), 2-core CPU sizes
     python benchmarks/train_throughput.py --steps 30 --hidden 512 --layers 8
 
@@ -196,7 +203,12 @@ def run_alphapo(assets, args, meter) -> None:
             "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
             "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
             "schedule": {"name": "constant", "warmup_steps": 0},
-            "train": {"batch_size": args.batch_size, "max_steps": args.steps, "seed": 0},
+            "train": {
+                "batch_size": args.batch_size,
+                "max_steps": args.steps,
+                "seed": 0,
+                "pair_schedule": "two-pass" if args.worker == "alphapo-2pass" else "auto",
+            },
             "logging": {"every": 10**6, "progress": "none"},
             "output_dir": str(Path(args.workdir) / "alphapo-run"),
         },
@@ -275,7 +287,7 @@ def worker(args) -> None:
 
     assets = json.loads(Path(args.assets).read_text())
     meter = Meter(torch.device("cpu"))
-    (run_alphapo if args.worker == "alphapo" else run_trl)(assets, args, meter)
+    (run_trl if args.worker == "trl" else run_alphapo)(assets, args, meter)
     print(json.dumps({"trainer": args.worker, **meter.result}))
 
 
@@ -300,10 +312,10 @@ def main() -> None:
     try:
         import trl  # noqa: F401
 
-        trainers = ["alphapo", "trl"]
+        trainers = ["alphapo", "alphapo-2pass", "trl"]
     except ImportError:
         print("trl is not installed (pip install 'alphapo[bench]'): measuring alphapo alone", file=sys.stderr)
-        trainers = ["alphapo"]
+        trainers = ["alphapo", "alphapo-2pass"]
     workdir = Path(tempfile.mkdtemp(prefix="alphapo-throughput-"))
     assets = build_assets(workdir, args)
     (workdir / "assets.json").write_text(json.dumps(assets))
@@ -350,12 +362,19 @@ def main() -> None:
     for name, runs in results.items():
         runs.sort(key=lambda r: r["tokens_per_s"])
         rows[name] = {**runs[len(runs) // 2], "peak_growth_bytes": max(r["peak_growth_bytes"] for r in runs)}
-    print(f"{'trainer':10} {'tokens/s':>10} {'peak MiB':>10} {'speed vs trl':>13} {'memory vs trl':>14}")
+    head = (
+        f"{'trainer':13} {'tokens/s':>10} {'peak MiB':>10} {'speed vs trl':>13} {'memory vs trl':>14} {'vs 2pass':>9}"
+    )
+    print(head)
     for name, r in rows.items():
-        base = rows.get("trl")
+        base, two = rows.get("trl"), rows.get("alphapo-2pass")
         speed = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
         memory = f"{r['peak_growth_bytes'] / base['peak_growth_bytes']:.2f}x" if base else "-"
-        print(f"{name:10} {r['tokens_per_s']:10.0f} {r['peak_growth_bytes'] / 2**20:10.1f} {speed:>13} {memory:>14}")
+        vs_two = f"{r['tokens_per_s'] / two['tokens_per_s']:.2f}x" if two else "-"
+        print(
+            f"{name:13} {r['tokens_per_s']:10.0f} {r['peak_growth_bytes'] / 2**20:10.1f} {speed:>13} {memory:>14} "
+            f"{vs_two:>9}"
+        )
     blob = json.dumps(
         {
             "config": {k: v for k, v in vars(args).items() if k not in ("worker", "assets", "workdir")},

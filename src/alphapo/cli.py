@@ -8,6 +8,8 @@ exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(AlphaPO, SimPO, DPO and the DAA family).",
     )
     parser.add_argument("--version", action="version", version=f"alphapo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, handler) in _commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -353,12 +357,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_logging(level: int) -> None:
+    """alphapo's messages (logger ``alphapo``) to stderr at ``level``; third-party libraries' at
+    warnings only, their download and loading bars off."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("alphapo")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    for name in ("transformers", "datasets", "accelerate", "peft", "huggingface_hub"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from datasets.utils.logging import disable_progress_bar
+        from transformers.utils.logging import disable_progress_bar as disable_transformers_bars
+
+        disable_progress_bar()
+        disable_transformers_bars()
+    except ImportError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 0
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.handler(args) or 0)
     except AlphapoError as err:

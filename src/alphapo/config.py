@@ -122,7 +122,11 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
     path = resolve(path) if path is not None else None
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
-    return validate(model, data, str(path) if path is not None else "config")
+    source = str(path) if path is not None else "config"
+    translate = getattr(model, "translate_settings", None)  # e.g. TRL's names in a training recipe
+    if translate is not None:
+        data = translate(data, source)
+    return validate(model, data, source)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,7 +26,11 @@ class ModelConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights' dtype. Mixed precision (fp32 master weights) is ``train.precision`` instead."""
     attn_implementation: str | None = "sdpa"
+    """``sdpa`` by default; a model whose transformers class does not support it (Gemma-2 asks for
+    ``eager``) gets the implementation it supports, with a note. None: transformers' own choice."""
     gradient_checkpointing: bool = False
+    disable_dropout: bool = False
+    """Set every dropout probability to 0 (TRL's default is true; Llama, Mistral, Qwen and Gemma ship with 0)."""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -257,6 +261,19 @@ class TrainConfig(_Strict):
     """When the checkpoint belongs to other settings, data or model (``alphapo.train.fingerprint``):
     ``stop`` with the list of differences; ``fresh``: move the old run to ``previous-<n>/`` and start
     over; ``continue``: resume anyway, only where just ``train.max_steps``/``train.epochs`` changed."""
+
+    @classmethod
+    def translate_settings(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
+        """TRL's top-level names (``learning_rate``, ``loss_type``, ...) moved onto alphapo's keys, each
+        mapping logged (``alphapo.train.trl_names``); names without an equivalent are an error."""
+        import logging
+
+        from alphapo.train.trl_names import translate_trl_names
+
+        data, notes = translate_trl_names(data, source, frozenset(cls.model_fields))
+        for note in notes:
+            logging.getLogger("alphapo").info("%s: TRL name %s", source, note)
+        return data
 
     @field_validator("data", mode="before")
     @classmethod

@@ -11,11 +11,13 @@ and compute the same gradient. A resumed run restarts at the next step of the sa
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,10 +35,17 @@ from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
-from alphapo.train.output import save_final_model
+from alphapo.train.output import lock_output_dir, save_final_model
 from alphapo.train.reference import compute_table
 from alphapo.train.reward_scale import completion_lengths, resolve_hparams
-from alphapo.train.setup import add_lora, load_policy, load_tokenizer, make_optimizer, make_scheduler
+from alphapo.train.setup import (
+    add_lora,
+    load_policy,
+    load_tokenizer,
+    local_sources,
+    make_optimizer,
+    make_scheduler,
+)
 from alphapo.train.tables import prepare_tables
 
 
@@ -87,8 +96,30 @@ def _accelerator(cfg: TrainConfig, output_dir: Path):
             raise ConfigError(
                 f"logging.report_to includes {name}, which is not installed: pip install {module}"
             ) from None
+    if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # MLflow 3 refuses its old default (a ./mlruns file store): keep the run's tracking in a
+        # SQLite store inside the output directory instead
+        uri = f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        logging.getLogger("alphapo").info("mlflow: tracking to %s (set MLFLOW_TRACKING_URI to choose)", uri)
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
-    return Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
+    acc = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
+    check_world(acc)
+    return acc
+
+
+def check_world(acc) -> None:
+    """Stop when the launcher started a group of processes that did not join one group: each would
+    train alone and all would write the same output directory (``accelerate launch`` with a GPU
+    config on a machine without GPUs did this)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched != acc.num_processes:
+        raise ConfigError(
+            f"this process was launched as one of {launched} (WORLD_SIZE) but joined a group of "
+            f"{acc.num_processes}: the launcher's config does not fit this machine (a GPU config without GPUs?). "
+            "Launch with a config that matches the devices here (`accelerate config`), or without "
+            "accelerate launch for one process"
+        )
 
 
 def _micro_batches(step_items: list[int], parts: int) -> list[list[int]]:
@@ -111,12 +142,21 @@ def _step_batches(dataset, cfg: TrainConfig, world: int, epoch: int) -> list[lis
 
 def train(cfg: TrainConfig, on_step=None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data``; ``on_step(step, metrics, model)`` runs after every step."""
+    with ExitStack() as cleanup:  # releases the output directory's lock however the run ends
+        return _train(cfg, on_step, cleanup)
+
+
+def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     from accelerate.utils import set_seed
 
+    cfg = local_sources(cfg)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, output_dir)
     main = acc.is_main_process
+    lock = lock_output_dir(output_dir) if main else None
+    if lock is not None:
+        cleanup.callback(lock.release)
     if main:
         dump_config(cfg, output_dir / "config.yaml")
     set_seed(cfg.train.seed)
@@ -295,7 +335,7 @@ def train(cfg: TrainConfig, on_step=None) -> TrainResult:
                 if log is not None:
                     log.write({"step": step, **last_logged})
                 if cfg.logging.report_to:
-                    acc.log(last_logged, step=step)
+                    acc.log({f"train/{k}": v for k, v in last_logged.items()}, step=step)  # TRL's prefix
             progress.update(step, rate, last_logged if logged else None)
             if on_step is not None:
                 on_step(step, metrics, model)

@@ -10,9 +10,53 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from alphapo.config import dump_config
+from alphapo.errors import ConfigError
+
+
+class OutputDirLock:
+    """An exclusive lock on ``<output_dir>/.alphapo.lock`` held while a run writes there: a second run
+    (another shell, or launcher processes that did not join one group) stops instead of interleaving
+    its files with this one's. Released when the run ends or its process dies."""
+
+    def __init__(self, output_dir: Path):
+        import fcntl
+
+        self.path = output_dir / ".alphapo.lock"
+        self.file = open(self.path, "a+")  # noqa: SIM115  (held for the run's lifetime)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ConfigError(
+                f"{output_dir} is in use by another alphapo run ({holder}); wait for it to finish, stop it, "
+                "or choose another output_dir"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+    def __del__(self):
+        self.release()
+
+
+def lock_output_dir(output_dir: Path) -> OutputDirLock | None:
+    """:class:`OutputDirLock` on ``output_dir``, or None where ``fcntl`` does not exist (Windows)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return None
+    return OutputDirLock(output_dir)
 
 
 def _write_atomically(acc, target: Path, write) -> Path:

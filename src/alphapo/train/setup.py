@@ -7,7 +7,10 @@ is not a model (no config, no weights) is a clear error naming it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -48,19 +51,12 @@ def load_tokenizer(cfg: TrainConfig):
 
 def load_policy(cfg: TrainConfig, tokenizer, path: str | None = None):
     """The policy: from ``path`` (default ``cfg.model.path``) or a tiny model built for ``tokenizer``."""
-    from transformers import AutoModelForCausalLM
 
     dtype = getattr(torch, cfg.model.dtype)
     path = path or cfg.model.path
     if path is not None:
         check_model_dir(path)
-        kwargs = {"dtype": dtype}
-        if cfg.model.attn_implementation:
-            kwargs["attn_implementation"] = cfg.model.attn_implementation
-        try:
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"{path}: cannot load the model: {err}") from None
+        model = _from_pretrained(cfg, path, dtype)
     else:
         special = {
             "bos_token_id": tokenizer.bos_token_id,
@@ -77,7 +73,88 @@ def load_policy(cfg: TrainConfig, tokenizer, path: str | None = None):
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    if cfg.model.disable_dropout:
+        disable_dropout(model)
     return model
+
+
+def _from_pretrained(cfg: TrainConfig, path: str, dtype: torch.dtype):
+    """``from_pretrained`` with alphapo's attention setting; a model class that does not support the
+    default ``sdpa`` (Gemma-2) falls back to ``eager`` with a note, an explicit choice it refuses is
+    an error naming ``model.attn_implementation``."""
+    from transformers import AutoModelForCausalLM
+
+    impl = cfg.model.attn_implementation
+    kwargs = {"dtype": dtype} | ({"attn_implementation": impl} if impl else {})
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        unsupported = impl and ("attention implementation" in str(err) or "FlashAttention" in str(err))
+        if not unsupported:
+            raise ConfigError(f"{path}: cannot load the model: {err}") from None
+        if "attn_implementation" in cfg.model.model_fields_set or impl != "sdpa":
+            raise ConfigError(
+                f"{path}: the model does not support model.attn_implementation={impl!r} ({str(err).split('.')[0]}); "
+                "set model.attn_implementation=eager (or null for transformers' choice)"
+            ) from None
+    logging.getLogger("alphapo").info(
+        "%s: this model class does not support attention through sdpa; using eager (model.attn_implementation)", path
+    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs | {"attn_implementation": "eager"})
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot load the model: {err}") from None
+
+
+def disable_dropout(model) -> None:
+    """Every dropout probability to 0: ``nn.Dropout`` modules and attention modules' ``attention_dropout``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(model.config, key, None), float):
+            setattr(model.config, key, 0.0)
+
+
+def local_sources(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with hub ids in model.path, tokenizer and reference.path(s) replaced by local snapshots."""
+    ref = cfg.reference
+    update = {
+        "model": cfg.model.model_copy(update={"path": resolve_model_source(cfg.model.path)}),
+        "tokenizer": resolve_model_source(cfg.tokenizer, "tokenizer"),
+        "reference": ref.model_copy(
+            update={
+                "path": resolve_model_source(ref.path, "reference.path"),
+                "paths": [resolve_model_source(p, "reference.paths") for p in ref.paths],
+            }
+        ),
+    }
+    return cfg.model_copy(update=update)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model_source(source: str | None, what: str = "model.path") -> str | None:
+    """A local directory for ``source``: itself when it exists, else (when it reads as a Hugging Face
+    hub id, ``org/name``) the hub snapshot from the local cache or a download. Offline or not found,
+    a :class:`ConfigError` that says so and how to get the files."""
+    if source is None or Path(source).exists() or not HUB_ID.match(source):
+        return source
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(source)
+    except Exception as err:  # offline, gated, or no such repository
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+        why = "offline (HF_HUB_OFFLINE is set)" if offline else f"{type(err).__name__}: {str(err).splitlines()[0]}"
+        raise ConfigError(
+            f"{what}={source!r} is not a local directory, so it was taken as a Hugging Face hub id, and it is not in "
+            f"the local cache and could not be downloaded ({why}). Download it where there is internet "
+            f"(`hf download {source} --local-dir DIR`) and set {what}=DIR."
+        ) from None
 
 
 def add_lora(cfg: TrainConfig, model):

@@ -1,0 +1,173 @@
+"""What a user coming from TRL meets: TRL's setting names, the tracker prefix, a launcher whose
+processes did not join one group, two runs into one directory, hub ids offline, Gemma-2's attention."""
+
+import logging
+import os
+import sys
+import types
+
+import pytest
+import torch
+import yaml
+
+from alphapo.config import load_config
+from alphapo.errors import ConfigError
+from alphapo.train import TrainConfig, train
+from alphapo.train.loop import check_world
+from alphapo.train.output import lock_output_dir
+from alphapo.train.setup import disable_dropout, resolve_model_source
+from alphapo.train.trl_names import translate_trl_names
+
+
+def trl_recipe(assets, out, **extra):
+    """A DPO recipe as a TRL user writes it: TRL's flat names beside alphapo's model and data."""
+    recipe = {
+        "model": {"path": assets["model"]},
+        "data": {"paths": [assets["pairs"]]},
+        "output_dir": str(out),
+        "loss_type": "sigmoid",
+        "beta": 0.2,
+        "learning_rate": 1.0e-4,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "max_steps": 2,
+        "lr_scheduler_type": "linear",
+        "warmup_ratio": 0.0,
+        "max_length": 64,
+        "max_prompt_length": 32,
+        "precompute_ref_log_probs": True,
+        "logging_steps": 1,
+        "report_to": "none",
+        "bf16": False,
+        "seed": 3,
+        **extra,
+    }
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_a_trl_dpo_recipe_trains_unchanged(assets, tmp_path, caplog):
+    path = trl_recipe(assets, tmp_path / "run")
+    with caplog.at_level(logging.INFO, logger="alphapo"):
+        cfg = load_config(TrainConfig, path, ["adam_beta2=0.99"])
+    assert cfg.loss.name == "sigmoid" and cfg.loss.hparams == {"beta": 0.2}
+    assert (cfg.optim.lr, cfg.optim.betas) == (1.0e-4, (0.9, 0.99))
+    assert (cfg.train.batch_size, cfg.train.grad_accum, cfg.train.max_steps, cfg.train.seed) == (4, 2, 2, 3)
+    assert (cfg.schedule.name, cfg.schedule.warmup_ratio, cfg.train.precision) == ("linear", 0.0, "fp32")
+    assert (cfg.data.max_length, cfg.data.max_prompt_length, cfg.logging.every) == (64, 32, 1)
+    assert cfg.logging.report_to == []
+    assert "TRL name learning_rate=0.0001 -> optim.lr=0.0001" in caplog.text
+    assert "always precomputes" in caplog.text
+    result = train(cfg)
+    assert result.status == "completed" and (tmp_path / "run" / "model").is_dir()
+
+
+def test_trl_names_without_an_equivalent_are_named_with_what_to_use(assets, tmp_path):
+    path = trl_recipe(assets, tmp_path / "run", sync_ref_model=True, f_divergence_type="js_divergence")
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, path)
+    message = str(err.value)
+    assert "sync_ref_model: no alphapo equivalent" in message and "reference.kind=soup" in message
+    assert "f_divergence_type: no alphapo equivalent" in message
+
+
+def test_a_setting_given_both_ways_is_an_error(assets, tmp_path):
+    path = trl_recipe(assets, tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"optim.lr is given twice: 0.001 and, by its TRL name, 0.0001"):
+        load_config(TrainConfig, path, ["optim.lr=1e-3"])
+
+
+def test_cpo_recipes_keep_cpo_s_meaning():
+    simpo, notes = translate_trl_names({"loss_type": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0, "beta": 2.0})
+    assert simpo["loss"] == {"name": "simpo", "gamma": 0.5, "nll_weight": 0.0, "beta": 2.0}
+    assert any("TRL's CPO adds the chosen NLL" in n for n in notes)
+    cpo, _ = translate_trl_names({"loss_type": "sigmoid", "cpo_alpha": 1.0})
+    assert cpo["loss"] == {"name": "cpo", "cpo_alpha": 1.0}
+    alpha, _ = translate_trl_names({"loss_type": "alphapo", "alpha": 0.25})
+    assert alpha["loss"] == {"name": "alphapo", "alpha": 0.25}
+    assert translate_trl_names({"loss_type": ["ipo"]})[0]["loss"] == {"name": "ipo"}
+    with pytest.raises(ConfigError, match="reference-free hinge"):
+        translate_trl_names({"loss_type": "hinge", "cpo_alpha": 1.0})
+    with pytest.raises(ConfigError, match="one loss per run"):
+        translate_trl_names({"loss_type": ["sigmoid", "sft"]})
+    assert translate_trl_names({"max_steps": -1, "bf16": True}) == (
+        {"train": {"precision": "bf16"}},
+        ["bf16=True -> train.precision='bf16'"],
+    )
+
+
+def test_trackers_get_trl_s_train_prefix(assets, tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    logged = []
+    monkeypatch.setattr(Accelerator, "init_trackers", lambda self, *a, **k: None)
+    monkeypatch.setattr(Accelerator, "log", lambda self, values, step=None, **k: logged.append(values))
+    monkeypatch.setattr(Accelerator, "end_training", lambda self: None)
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))  # installed or not
+    cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", report_to="tensorboard"))
+    train(cfg)
+    assert logged and all(key.startswith("train/") for values in logged for key in values)
+    assert "train/rewards/margins" in logged[-1] and "train/loss" in logged[-1]
+
+
+def test_processes_that_did_not_join_one_group_stop(monkeypatch):
+    class OneProcess:
+        num_processes = 1
+
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    with pytest.raises(ConfigError, match=r"launched as one of 8 \(WORLD_SIZE\) but joined a group of 1"):
+        check_world(OneProcess())
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_world(OneProcess())
+
+
+def test_two_runs_never_write_one_output_directory(assets, tmp_path):
+    held = lock_output_dir(tmp_path)
+    cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run"), [f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=rf"in use by another alphapo run \(pid {os.getpid()}"):
+        train(cfg)
+    held.release()
+    lock_output_dir(tmp_path).release()  # free again once the holder is gone
+
+
+def test_a_hub_id_offline_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", "/nonexistent-alphapo-test")
+    with pytest.raises(ConfigError, match=r"hub id.*offline \(HF_HUB_OFFLINE is set\).*hf download meta-llama/X"):
+        resolve_model_source("meta-llama/X")
+    assert resolve_model_source("./not/a/hub/id/at/all") == "./not/a/hub/id/at/all"  # left to the directory check
+
+
+def test_gemma2_gets_an_attention_it_supports(tmp_path, caplog):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from alphapo.train.setup import load_policy
+
+    config = Gemma2Config(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        attention_dropout=0.1,
+    )
+    Gemma2ForCausalLM(config).save_pretrained(tmp_path / "gemma")
+    base = {"data": {"paths": ["x.jsonl"]}, "model": {"path": str(tmp_path / "gemma")}}
+    cfg = TrainConfig.model_validate(base | {"model": base["model"] | {"disable_dropout": True}})
+    with caplog.at_level(logging.INFO, logger="alphapo"):
+        model = load_policy(cfg, tokenizer=list(range(64)))
+    assert model.config._attn_implementation == "eager" and "using eager" in caplog.text
+    assert all(m.attention_dropout == 0.0 for m in model.modules() if hasattr(m, "attention_dropout"))
+    explicit = TrainConfig.model_validate(base | {"model": base["model"] | {"attn_implementation": "sdpa"}})
+    with pytest.raises(ConfigError, match=r"set model\.attn_implementation=eager"):
+        load_policy(explicit, tokenizer=list(range(64)))
+
+
+def test_disable_dropout_zeroes_every_dropout():
+    layer = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.3))
+    layer.config = type("C", (), {"hidden_dropout": 0.2})()
+    disable_dropout(layer)
+    assert layer[1].p == 0.0 and layer.config.hidden_dropout == 0.0
