@@ -143,4 +143,6 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
-    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    from alphapo.files import write_text
+
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

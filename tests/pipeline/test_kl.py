@@ -12,7 +12,7 @@ def test_kl_estimate_is_the_per_prompt_mean_over_its_samples(monkeypatch):
     def fake_generate(model, tokenizer, prompts_, k, **kwargs):
         return [[f"{i}:{j}" for j in range(k)] for i in range(len(prompts_))]
 
-    def fake_logps(model, tokenizer, prompts_, responses, batch_size):
+    def fake_logps(model, tokenizer, prompts_, responses, batch_size, *label):
         values = []
         for response in responses:
             i, j = map(int, response.split(":"))

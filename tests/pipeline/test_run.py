@@ -117,6 +117,14 @@ def test_run_with_seeds_summarises_every_run_by_value(tmp_path):
     assert f"alpha {scale['alpha']:+.3g}" in report and "Against simpo" in report
     assert f"{versus['accuracy_diff']:+.3f} [{low:+.3f}, {high:+.3f}]" in report
     assert (out / "plots" / "reward_shape.png").is_file()
+    # each method's settings are stated; KL and length carry intervals like every other number
+    assert "## Methods" in report and "| dpo | sigmoid | - |" in report
+    assert stored["methods"]["simpo"]["settings"]["beta"] == 2.5 and "gamma" in stored["methods"]["simpo"]["settings"]
+    heldout = stored["methods"]["alphapo"]["by_split"]["heldout"]
+    low_len, high_len = heldout["length_ci"]
+    assert low_len <= heldout["mean_length"] <= high_len
+    assert f"{heldout['mean_length']:.1f} [{low_len:.1f}, {high_len:.1f}]" in report
+    assert f"{heldout['kl_to_sft']:.3f} [{heldout['kl_ci'][0]:.3f}, {heldout['kl_ci'][1]:.3f}]" in report
 
 
 def weights_differ(a, b):

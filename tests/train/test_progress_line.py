@@ -20,3 +20,21 @@ def test_progress_line_labels_are_distinct(capsys):
         assert part in line
     labels = [kv.split("=")[0] for kv in line.split("|")[1].split()[2:]]
     assert len(labels) == len(set(labels)) == len(metrics)
+
+
+def test_the_bar_keeps_its_bar_and_eta_on_an_80_column_terminal():
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    progress = Progress("bar", total=100, start=0, enabled=True, console=console)
+    metrics = {"loss": 0.69314, "rewards/accuracies": 0.5, "rewards/margins": 0.01, "logps/chosen": -12.5}
+    progress.update(40, 12345.0, metrics)
+    progress.bar.refresh()
+    progress.close()
+    text = out.getvalue().replace("\x1b[2K", "").replace("\x1b[?25l", "").replace("\x1b[?25h", "")
+    line = [x for x in text.replace("\r", "\n").splitlines() if "train" in x][-1]
+    assert len(line) <= 80 and "40/100" in line and "eta" in line and "━" in line
+    assert "12,345 tok/s" in line  # the start of the metrics survives; the rest is cut with an ellipsis

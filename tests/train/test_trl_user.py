@@ -1,10 +1,12 @@
 """What a user coming from TRL meets: TRL's setting names, the tracker prefix, a launcher whose
 processes did not join one group, two runs into one directory, hub ids offline, Gemma-2's attention."""
 
+import json
 import logging
 import os
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +63,15 @@ def test_a_trl_dpo_recipe_trains_unchanged(assets, tmp_path, caplog):
     assert "always precomputes" in caplog.text
     result = train(cfg)
     assert result.status == "completed" and (tmp_path / "run" / "model").is_dir()
+    # `alphapo report` reads a training run's directory too
+    from alphapo.cli import main
+
+    assert main(["report", str(tmp_path / "run")]) == 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    last = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert "Loss **sigmoid** (beta 0.2)" in report and "learning rate 0.0001" in report
+    assert "| rewards/margins | " in report and f"{last['rewards/margins']:.4g} |" in report
+    assert (tmp_path / "run" / "plots" / "training_curves.png").is_file()
 
 
 def test_trl_names_without_an_equivalent_are_named_with_what_to_use(assets, tmp_path):
@@ -171,3 +182,44 @@ def test_disable_dropout_zeroes_every_dropout():
     layer.config = type("C", (), {"hidden_dropout": 0.2})()
     disable_dropout(layer)
     assert layer[1].p == 0.0 and layer.config.hidden_dropout == 0.0
+
+
+def _unpaired(assets, tmp_path):
+    import json
+
+    rows = [json.loads(line) for line in Path(assets["pairs"]).read_text().splitlines()]
+    path = tmp_path / "unpaired.jsonl"
+    with open(path, "w") as f:
+        for i, r in enumerate(rows):
+            good = i % 3 != 0  # unbalanced, as KTO allows
+            f.write(
+                json.dumps({"prompt": r["prompt"], "completion": r["chosen" if good else "rejected"], "label": good})
+                + "\n"
+            )
+    return path
+
+
+def test_unpaired_kto_trains_from_the_command_line(assets, tmp_path):
+    import json
+
+    from alphapo.cli import main
+
+    data = _unpaired(assets, tmp_path)
+    path = trl_recipe(assets, tmp_path / "run", loss_type="kto", max_steps=6, learning_rate=3e-3)
+    code = main(
+        ["train", str(path), f"data.paths=[{data}]", "per_device_train_batch_size=8", "gradient_accumulation_steps=1"]
+    )
+    assert code == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = records[0], records[-1]
+    # step 1: the policy is the reference, so every reward is 0 and the loss is w (1 - sigmoid(0)) = 0.5
+    assert first["loss"] == pytest.approx(0.5) and first["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert first["rewards/chosen"] == pytest.approx(0.0, abs=1e-9)
+    assert last["rewards/chosen"] > last["rewards/rejected"] and last["kl"] >= 0.0
+
+
+def test_unpaired_data_with_a_paired_loss_names_kto(assets, tmp_path):
+    data = _unpaired(assets, tmp_path)
+    cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", loss_type="ipo"), [f"data.paths=[{data}]"])
+    with pytest.raises(ConfigError, match=r"unpaired rows .* train with loss\.name=kto"):
+        train(cfg)

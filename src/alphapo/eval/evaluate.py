@@ -13,19 +13,21 @@ in tokens, and KL(policy || baseline) estimated from samples of the policy:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from alphapo.errors import StageError
 from alphapo.eval.stats import bootstrap, paired_difference, win_rate
+from alphapo.files import write_json
 from alphapo.ops.model_logps import model_sequence_logps
 from alphapo.sample.generate import generate, load_for_generation, prompt_token_ids, read_jsonl, write_jsonl
 from alphapo.tasks import extract_answer, gold_reward
 
 
-def greedy_records(model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int) -> list[dict]:
+def greedy_records(
+    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, label: str = "eval: greedy"
+) -> list[dict]:
     responses = generate(
         model,
         tokenizer,
@@ -34,6 +36,7 @@ def greedy_records(model, tokenizer, rows: list[dict], max_new_tokens: int, batc
         temperature=0.0,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
+        progress=label,
     )
     records = []
     for row, (response,) in zip(rows, responses, strict=True):
@@ -52,25 +55,33 @@ def greedy_records(model, tokenizer, rows: list[dict], max_new_tokens: int, batc
 
 
 @torch.no_grad()
-def sequence_logps_of(model, tokenizer, prompts: list, responses: list[str], batch_size: int) -> torch.Tensor:
+def sequence_logps_of(
+    model, tokenizer, prompts: list, responses: list[str], batch_size: int, label: str = "eval: log-probs"
+) -> torch.Tensor:
     """[N] log-prob sums of each response (plus EOS) given its prompt, via the fused op."""
     from alphapo.data.collate import Collator
+    from alphapo.progress import Progress
 
     prompt_ids = prompt_token_ids(tokenizer, prompts)
     collate = Collator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
     out = []
+    progress = Progress(label, len(prompts), "sequences")
     for start in range(0, len(prompts), batch_size):
+        progress.advance(min(batch_size, len(prompts) - start))
         items = []
         for i in range(start, min(start + batch_size, len(prompts))):
             completion = tokenizer(responses[i], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
             items.append({"index": i, "prompt_ids": prompt_ids[i], "completion_ids": completion})
         batch = {k: v.to(device) for k, v in collate(items).items()}
         out.append(model_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).logps)
+    progress.close()
     return torch.cat(out).double().cpu()
 
 
-def kl_estimate(policy, baseline, tokenizer, rows, samples: int, max_new_tokens: int, batch_size: int, seed: int):
+def kl_estimate(
+    policy, baseline, tokenizer, rows, samples: int, max_new_tokens: int, batch_size: int, seed: int, split: str = ""
+):
     """Per-prompt mean of log policy(y) - log baseline(y) over ``samples`` draws y ~ policy."""
     prompts = [r["prompt"] for r in rows]
     drawn = generate(
@@ -82,12 +93,13 @@ def kl_estimate(policy, baseline, tokenizer, rows, samples: int, max_new_tokens:
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         seed=seed,
+        progress=f"eval {split}: KL samples",
     )
     flat_prompts = [p for p, ys in zip(prompts, drawn, strict=True) for _ in ys]
     flat = [y for ys in drawn for y in ys]
-    diff = sequence_logps_of(policy, tokenizer, flat_prompts, flat, batch_size) - sequence_logps_of(
-        baseline, tokenizer, flat_prompts, flat, batch_size
-    )
+    diff = sequence_logps_of(
+        policy, tokenizer, flat_prompts, flat, batch_size, f"eval {split}: policy log-probs"
+    ) - sequence_logps_of(baseline, tokenizer, flat_prompts, flat, batch_size, f"eval {split}: baseline log-probs")
     return diff.view(len(rows), samples).mean(dim=1).tolist()
 
 
@@ -127,10 +139,10 @@ def evaluate(
     for path in prompt_files:
         split = Path(path).name.split(".")[0]
         rows = read_jsonl(path, "eval", required=("prompt", "answer"))[:max_prompts]
-        mine = greedy_records(policy, tokenizer, rows, max_new_tokens, batch_size)
+        mine = greedy_records(policy, tokenizer, rows, max_new_tokens, batch_size, f"eval {split}: greedy")
         theirs = mine if same else _stored_records(baseline_eval, split, rows)
         if theirs is None:
-            theirs = greedy_records(baseline, tokenizer, rows, max_new_tokens, batch_size)
+            theirs = greedy_records(baseline, tokenizer, rows, max_new_tokens, batch_size, f"eval {split}: baseline")
         gold = [r["gold_reward"] for r in mine]
         correct = [float(r["correct"]) for r in mine]
         base_gold = [r["gold_reward"] for r in theirs]
@@ -138,7 +150,7 @@ def evaluate(
         kl = (
             [0.0] * len(rows)
             if same
-            else kl_estimate(policy, baseline, tokenizer, rows, kl_samples, max_new_tokens, batch_size, seed)
+            else kl_estimate(policy, baseline, tokenizer, rows, kl_samples, max_new_tokens, batch_size, seed, split)
         )
         for record, value in zip(mine, kl, strict=True):
             record["kl"] = value
@@ -157,5 +169,5 @@ def evaluate(
         raise StageError("eval: no prompt files given")
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": str(model_dir), "baseline": str(baseline_dir), "splits": metrics}
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "metrics.json", result)
     return result

@@ -23,7 +23,6 @@ The counts go to ``<out>.stats.json`` beside the pairs, so nothing disappears wi
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from alphapo.errors import StageError
+from alphapo.files import write_json
 from alphapo.sample.generate import read_jsonl, write_jsonl
 
 Strategy = Literal["best_worst", "best_random", "rank", "all_above_gap", "rso"]
@@ -177,5 +177,5 @@ def pair_file(
     if not pairs:
         raise StageError(f"pair: no pairs from {judged_path} with strategy {options.strategy} ({asdict(stats)})")
     write_jsonl(out_path, pairs)
-    Path(f"{out_path}.stats.json").write_text(json.dumps(asdict(stats), indent=1))
+    write_json(f"{out_path}.stats.json", asdict(stats))
     return stats

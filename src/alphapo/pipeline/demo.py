@@ -19,6 +19,7 @@ from pathlib import Path
 
 from alphapo.config import apply_overrides, read_yaml, validate
 from alphapo.errors import ConfigError
+from alphapo.files import write_json
 from alphapo.losses import available_losses
 from alphapo.pipeline.recipe import RecipeConfig
 from alphapo.pipeline.run import Pipeline
@@ -134,7 +135,6 @@ def export_sft_checkpoint(run_dir: str | Path, target: str | Path) -> dict:
     the recipe it was built from, the SHA-256 of its weights and the versions that built it. This is
     how ``alphapo/assets/demo/sft`` is made; the manifest lets a test catch a recipe that drifted."""
     import hashlib
-    import json
     import shutil
 
     import tokenizers
@@ -159,7 +159,7 @@ def export_sft_checkpoint(run_dir: str | Path, target: str | Path) -> dict:
         },
         "threads": torch.get_num_threads(),
     }
-    (target / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_json(target / "manifest.json", manifest)
     return manifest
 
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from alphapo.files import write_json
+
 LARGE_FILE = 64 * 2**20  # files above this are fingerprinted by size and modification time, not content
 
 
@@ -71,12 +73,6 @@ class Stages:
         result = fn()
         self.timings[name] = time.monotonic() - start
         self.markers.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".tmp-{marker.name}")
-        tmp.write_text(
-            json.dumps(
-                {"fingerprint": key, "seconds": self.timings[name], "outputs": [str(p) for p in outputs]}, indent=1
-            )
-        )
-        tmp.replace(marker)
+        write_json(marker, {"fingerprint": key, "seconds": self.timings[name], "outputs": [str(p) for p in outputs]})
         self.log(f"[{name}] done in {self.timings[name]:.1f}s")
         return result

@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 
 from alphapo.eval.stats import bootstrap, paired_difference, seed_and_prompt_difference, win_outcomes
+from alphapo.files import write_json
 from alphapo.sample.generate import read_jsonl
 
 REFERENCE_METHOD = "simpo"
@@ -74,7 +75,9 @@ def split_summary(runs: list[list[dict]], baseline: list[dict], seed: int) -> di
     for key, values in per_seed.items():
         out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["per_seed"] = per_seed
-    out["mean_length"] = statistics.fmean(r["length"] for run in runs for r in run)
+    lengths = _mean_over_seeds([[float(r["length"]) for r in run] for run in runs])
+    length = bootstrap(lengths, seed=seed)
+    out["mean_length"], out["length_ci"] = length.mean, _interval(length)
     out["n"] = len(baseline)
     return out
 
@@ -106,6 +109,17 @@ def training_summary(run_dirs: list[Path]) -> dict:
             out[key] = statistics.fmean(values)
             out[f"{key}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
     return out
+
+
+def _settings(method: dict) -> dict:
+    """The loss's resolved hyper-parameters (the loss's defaults filled in) and the learning rate."""
+    from alphapo.losses import get_loss_spec
+
+    loss = dict(method.get("loss", {}))
+    spec = get_loss_spec(loss.pop("name", "alphapo"))
+    loss.pop("alpha", None)  # reported separately (resolved from alpha_scale where set)
+    resolved = {**spec.defaults, **loss}
+    return {**resolved, "lr": method.get("optim", {}).get("lr")}
 
 
 def _alpha(run_dir: Path, method: dict) -> float | None:
@@ -204,6 +218,7 @@ def write_summary(pipeline, wall_time: float) -> dict:
             run_dirs = [pipeline.run_dir(name, s, round=cfg.rounds) for s in seeds]
             methods[name]["loss"] = method.get("loss", {}).get("name", "alphapo")
             methods[name]["alpha"] = _alpha(run_dirs[0], method)
+            methods[name]["settings"] = _settings(method)
             methods[name]["training"] = training_summary(run_dirs)
     comparisons = {}
     if REFERENCE_METHOD in cfg.methods:
@@ -228,7 +243,5 @@ def write_summary(pipeline, wall_time: float) -> dict:
         "wall_time_s": wall_time,
         "seed": cfg.seed,
     }
-    tmp = out / ".tmp-summary.json"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    write_json(out / "summary.json", summary)
     return summary

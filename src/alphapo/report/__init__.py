@@ -1,6 +1,7 @@
 """``alphapo report RUN_DIR``: a Markdown report with PNG plots, written into the run directory.
 
-It reads ``summary.json`` (from ``alphapo run``) and each method's ``metrics.jsonl`` and writes
+On a training run's directory (``alphapo train``): :mod:`alphapo.report.training`. On a pipeline's,
+it reads ``summary.json`` (from ``alphapo run``) and each method's ``metrics.jsonl`` and writes
 ``report.md`` with the results table (every number with its bootstrap interval, and whether each
 gain over SFT is beyond the noise) and ``plots/``: training curves (rewards, margins, chosen and
 rejected log-probs, likelihood displacement) and the results with their intervals.
@@ -12,9 +13,11 @@ import json
 from pathlib import Path
 
 from alphapo.errors import StageError
+from alphapo.files import write_text
 from alphapo.report.plots import plot_results, plot_training_curves
 from alphapo.report.rounds import plot_rounds, rounds_section
 from alphapo.report.shape import label, plot_shape, shape_findings, shape_rows
+from alphapo.report.training import is_training_run, write_training_report
 
 
 def read_metrics_log(path: Path) -> list[dict]:
@@ -25,6 +28,30 @@ def read_metrics_log(path: Path) -> list[dict]:
 
 def _ci(low_high) -> str:
     return f"[{low_high[0]:.3f}, {low_high[1]:.3f}]"
+
+
+def _maybe_ci(s: dict, key: str, digits: int = 3) -> str:
+    """`` [low, high]`` when the summary has the interval (older summaries lack some)."""
+    if key not in s:
+        return ""
+    low, high = s[key]
+    return f" [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def settings_table(summary: dict) -> list[str]:
+    """One row per method: its loss and the settings that define it (alpha, beta, gamma, ...)."""
+    methods = {n: m for n, m in summary["methods"].items() if n != "sft" and "loss" in m}
+    if not methods:
+        return []
+    keys = sorted({k for m in methods.values() for k in m.get("settings", {}) if k != "lr"})
+    rows = ["| method | loss | alpha | " + " | ".join(keys) + " | lr |", "|---|---|---|" + "---|" * (len(keys) + 1)]
+    for name, m in methods.items():
+        settings = m.get("settings", {})
+        alpha = "-" if m.get("alpha") is None else f"{m['alpha']:.4g}"
+        cells = ["-" if settings.get(k) is None else f"{settings[k]:.4g}" for k in keys]
+        lr = "-" if settings.get("lr") is None else f"{settings['lr']:.3g}"
+        rows.append(f"| {name} | {m['loss']} | {alpha} | " + " | ".join(cells) + f" | {lr} |")
+    return ["## Methods", "", *rows, ""]
 
 
 def _gain(name: str, s: dict) -> str:
@@ -47,17 +74,23 @@ def results_table(summary: dict, split: str) -> str:
         rows.append(
             f"| {label(name, m)} | {s['accuracy']:.3f} {_ci(s['accuracy_ci'])} | {sd} | {s['gold_reward']:.3f} "
             f"{_ci(s['gold_reward_ci'])} | {s['win_rate_vs_sft']:.3f} {_ci(s['win_rate_ci'])} | "
-            f"{_gain(name, s)} | {s['kl_to_sft']:.3f} | {s['mean_length']:.1f} |"
+            f"{_gain(name, s)} | {s['kl_to_sft']:.3f}{_maybe_ci(s, 'kl_ci')} | "
+            f"{s['mean_length']:.1f}{_maybe_ci(s, 'length_ci', 1)} |"
         )
     return "\n".join(rows)
 
 
 def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     run_dir = Path(run_dir)
+    if summary is None and is_training_run(run_dir):
+        return write_training_report(run_dir)
     if summary is None:
         path = run_dir / "summary.json"
         if not path.is_file():
-            raise StageError(f"report: {path} does not exist (run `alphapo run` or `alphapo demo` first)")
+            raise StageError(
+                f"report: {run_dir} holds neither summary.json (from `alphapo run` or `alphapo demo`) nor "
+                "metrics.jsonl (from `alphapo train`)"
+            )
         summary = json.loads(path.read_text())
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -65,11 +98,13 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     seeds = summary.get("seeds") or [summary.get("seed")]
     first = "" if len(seeds) == 1 else f"seed{seeds[0]}"
     logs = {m: read_metrics_log(run_dir / m / first / "metrics.jsonl") for m in methods}
-    curves = plot_training_curves(logs, plots / "training_curves.png")
+    scales = {(m.get("loss"), m.get("settings", {}).get("beta")) for n, m in summary["methods"].items() if n != "sft"}
+    curves = plot_training_curves(logs, plots / "training_curves.png", comparable_rewards=len(scales) <= 1)
     results = plot_results(summary, plots / "results.png")
     lines = [f"# alphapo run: {run_dir.name}", ""]
     lines += [
-        "Every number comes with a 95% bootstrap interval over prompts; a gain is *beyond noise* when its",
+        "Accuracy, gold reward, win rate, KL and length come with 95% bootstrap intervals over prompts",
+        "(KL: one sampled answer per prompt and setting `eval.kl_samples`); a gain is *beyond noise* when its",
         "interval excludes zero (paired over the same prompts). Win rates count ties as half.",
     ]
     if len(seeds) > 1:
@@ -78,6 +113,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
             "model and pairs: numbers are means over seeds of per-prompt values, with the spread (sd) over seeds.",
         ]
     lines.append("")
+    lines += settings_table(summary)
     for split in summary["methods"]["sft"]["by_split"]:
         lines += [f"## Results: {split} prompts", "", results_table(summary, split), ""]
     lines += ["![results](plots/results.png)", ""]
@@ -133,11 +169,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
         lines += [f"| total (wall) | {summary.get('wall_time_s', 0):.1f} |", ""]
     if results is None:
         lines.append("(plots need matplotlib)")
-    target = run_dir / "report.md"
-    tmp = run_dir / ".tmp-report.md"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(target)
-    return target
+    return write_text(run_dir / "report.md", "\n".join(lines) + "\n")
 
 
 __all__ = ["results_table", "write_report"]

@@ -32,19 +32,32 @@ def save_figure(fig, path: Path) -> None:
     pyplot().close(fig)
 
 
-def plot_training_curves(logs: dict[str, list[dict]], path: Path) -> Path | None:
-    """One panel per metric group, one colour per method (solid: chosen, dashed: rejected)."""
+SCALE_FREE_PANELS = [
+    ("Reward accuracy (share of pairs ranked right)", [("rewards/accuracies", "accuracy", "-")]),
+    ("Reward margin / its largest size (each loss on its own scale)", [("rewards/margins", "margin", "-")]),
+]
+"""The first two panels when the methods' rewards are not on one scale (different losses or beta):
+a raw reward of SimPO and one of DPO are different quantities, so only scale-free views are compared."""
+
+
+def plot_training_curves(logs: dict[str, list[dict]], path: Path, comparable_rewards: bool = True) -> Path | None:
+    """One panel per metric group, one colour per method (solid: chosen, dashed: rejected). Rewards
+    of methods with different losses or beta are shown scale-free (:data:`SCALE_FREE_PANELS`)."""
     logs = {name: log for name, log in logs.items() if log}
     if not logs:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (title, series) in zip(axes.flat, PANELS, strict=True):
+    panels = PANELS if comparable_rewards else [*SCALE_FREE_PANELS, *PANELS[2:]]
+    for ax, (title, series) in zip(axes.flat, panels, strict=True):
         for i, (name, log) in enumerate(logs.items()):
             steps = [r["step"] for r in log]
             for key, label, style in series:
                 values = [r.get(key) for r in log]
+                if "largest size" in title:
+                    size = max((abs(v) for v in values if v is not None), default=0.0) or 1.0
+                    values = [None if v is None else v / size for v in values]
                 if any(v is not None for v in values):
                     ax.plot(steps, values, style, color=colours[i % len(colours)], label=f"{name} {label}")
         if "displacement" in title or "margin" in title:

@@ -11,16 +11,17 @@ padding and a seed, so a run is reproducible; with vLLM installed and a GPU pres
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from alphapo import files
 from alphapo.data.config import DataConfig
 from alphapo.data.tokenize import Tokenization
 from alphapo.errors import StageError
+from alphapo.progress import Progress
 
 
 def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -50,13 +51,7 @@ def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> li
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write rows atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
+    files.write_jsonl(path, rows)
 
 
 def load_for_generation(model_dir: str | Path, stage: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
@@ -100,7 +95,8 @@ def generate(
     seed: int = 0,
     progress: str | None = None,
 ) -> list[list[str]]:
-    """``k`` completions (decoded text) for each prompt. ``temperature == 0`` is greedy decoding."""
+    """``k`` completions (decoded text) for each prompt. ``temperature == 0`` is greedy decoding.
+    ``progress``: a label to report progress under (a bar on a terminal, periodic lines in a log)."""
     if temperature == 0 and k != 1:
         raise StageError("sample: greedy decoding (temperature 0) gives one completion per prompt: set k=1")
     ids = prompt_token_ids(tokenizer, prompts)
@@ -110,7 +106,7 @@ def generate(
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-    bar = _bar(progress, len(ids))
+    bar = Progress(progress or "generate", len(ids), "prompts", enabled=progress is not None)
     try:
         for start in range(0, len(order), batch_size):
             batch = [ids[i] for i in order[start : start + batch_size]]
@@ -134,26 +130,11 @@ def generate(
             texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for j, i in enumerate(order[start : start + batch_size]):
                 out[i] = texts[j * k : (j + 1) * k]
-            if bar is not None:
-                bar.update(bar.task_ids[0], advance=len(batch))
+            bar.advance(len(batch))
     finally:
         torch.random.set_rng_state(generator_state)
-        if bar is not None:
-            bar.stop()
+        bar.close()
     return out
-
-
-def _bar(title: str | None, total: int):
-    import sys
-
-    if title is None or not sys.stderr.isatty():
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    bar.add_task(title, total=total)
-    bar.start()
-    return bar
 
 
 def _vllm_available() -> bool:

@@ -63,11 +63,18 @@ def plot_frontier(frontiers: dict[str, list[list[dict]]], path: Path) -> None:
         _, kl = _mean_curve(runs, "step", "kl")
         if steps:
             ax.plot(kl, gold, "o-", color=colour, label=label, markersize=4)
-            for s, x, y in zip(steps, kl, gold, strict=True):
-                ax.annotate(str(s), (x, y), fontsize=6, color=colour, xytext=(2, 2), textcoords="offset points")
+            # only the last evaluation is labelled: labels on every point overprinted each other
+            ax.annotate(
+                f"step {steps[-1]}",
+                (kl[-1], gold[-1]),
+                fontsize=7,
+                color=colour,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("KL(policy || starting model), nats per answer")
     ax.set_ylabel("held-out gold reward (greedy)")
-    ax.set_title("Over-optimisation frontier (points: evaluations during training, labelled by step)")
+    ax.set_title("Over-optimisation frontier (points: evaluations during training; the last labelled)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)
@@ -84,12 +91,16 @@ def plot_margin_vs_chosen(logs: dict[str, list[list[dict]]], path: Path) -> None
         if n:
             xs, ys = _smooth(chosen[:n]), _smooth(margin[:n])
             ax.plot(xs, ys, "-", color=colour, label=f"{label} (moving average)")
-            ax.plot(xs[0], ys[0], "s", color=colour, markersize=4)
-            ax.plot(xs[-1], ys[-1], "o", color=colour)
+            # the markers are the logged values themselves (as in the tables), not the smoothed ends
+            ax.plot(chosen[0], margin[0], "s", color=colour, markersize=4)
+            ax.plot(chosen[n - 1], margin[n - 1], "o", color=colour)
     ax.axvline(0.0, color="grey", linewidth=0.8)
     ax.set_xlabel("chosen log-prob change since the start (displacement)")
     ax.set_ylabel("reward margin (chosen - rejected)")
-    ax.set_title("Margin against chosen log-prob change (square: start, dot: end; left of 0: displaced)")
+    ax.set_title(
+        "Margin against chosen log-prob change (line: moving average; square: first logged,\n"
+        "dot: last logged value; left of 0: displaced)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from alphapo.eval.stats import paired_difference
+from alphapo.files import write_json, write_text
 from alphapo.report import read_metrics_log
 from alphapo.sweep.grid import Setting, SweepSpec
 
@@ -124,8 +125,8 @@ def write_sweep_report(
         "verdict": verdict,
         "train_eval_seconds": seconds,
     }
-    (root / "sweep_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    (root / "report.md").write_text(_markdown(root, summary))
+    write_json(root / "sweep_summary.json", summary)
+    write_text(root / "report.md", _markdown(root, summary))
     return summary
 
 

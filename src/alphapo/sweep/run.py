@@ -9,13 +9,15 @@ over-optimisation frontier), and a full evaluation at the end. Each run is a res
 
 from __future__ import annotations
 
-import json
+import logging
+import time
 from pathlib import Path
 
 import torch
 
 from alphapo.config import apply_overrides, read_yaml, validate
 from alphapo.errors import ConfigError
+from alphapo.files import write_jsonl
 from alphapo.pipeline.recipe import RecipeConfig
 from alphapo.pipeline.run import Pipeline, deep_merge
 from alphapo.sweep.grid import Setting, SweepSpec, expand, nested, parse_sweep
@@ -77,8 +79,36 @@ class FrontierProbe:
         policy.train(was_training)
 
     def save(self) -> None:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.out.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        write_jsonl(self.out, self.records)
+
+
+class SweepETA:
+    """One log line per run: which run of how many, time so far and an ETA from the wall time of the
+    runs done so far, training *and* their periodic and final evaluations (runs found finished in the
+    cache take no time and do not count)."""
+
+    CACHED_S = 2.0
+
+    def __init__(self, total: int):
+        self.total, self.index, self.t0 = total, 0, time.monotonic()
+        self.durations: list[float] = []
+
+    def starting(self, label: str) -> None:
+        self.index += 1
+        self.started = time.monotonic()
+        remaining = self.total - self.index + 1
+        eta = ""
+        if self.durations:
+            eta = f", eta {remaining * sum(self.durations) / len(self.durations):,.0f}s (training and evaluations)"
+        elapsed = time.monotonic() - self.t0
+        logging.getLogger("alphapo").info(
+            "sweep: run %d/%d (%s), %.0fs elapsed%s", self.index, self.total, label, elapsed, eta
+        )
+
+    def finished(self) -> None:
+        took = time.monotonic() - self.started
+        if took > self.CACHED_S:
+            self.durations.append(took)
 
 
 def sweep_name(spec: SweepSpec, method: str) -> str:
@@ -103,7 +133,10 @@ def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
     _, eval_files = pipeline.prompt_files()
     root = pipeline.out / "sweeps" / sweep_name(spec, method)
     runs = []
-    for setting in expand(spec):
+    settings = expand(spec)
+    eta = SweepETA(len(settings))
+    for setting in settings:
+        eta.starting(f"{setting.label} seed {setting.seed}")
         run_dir = root / setting.label / f"seed{setting.seed}"
         train_cfg = _train_config(pipeline, method, spec, setting, run_dir)
 
@@ -146,6 +179,7 @@ def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
             [run_dir / "eval" / "metrics.json"],
             train_and_eval,
         )
+        eta.finished()
         runs.append((setting, run_dir))
     return write_sweep_report(root, runs, spec, method, pipeline.stages.timings)
 

@@ -26,6 +26,7 @@ import torch
 from alphapo.config import dump_config, flatten
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
 from alphapo.errors import ConfigError, TrainingError
+from alphapo.files import write_json
 from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
@@ -33,6 +34,7 @@ from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
+from alphapo.train.kto import KTOObjective, KTOView
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import lock_output_dir, save_final_model
@@ -165,6 +167,15 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     tokenizer = load_tokenizer(cfg)
     with acc.main_process_first():
         dataset = load_dataset_for_training(cfg.data, tokenizer, output_dir, quiet=not main)
+    if cfg.task == "preference" and dataset.kind == "unpaired":
+        if cfg.loss.name != "kto":
+            raise ConfigError(
+                f"{', '.join(cfg.data.paths)} holds unpaired rows (prompt, completion, label): they train with "
+                f"loss.name=kto, not {cfg.loss.name!r} (or build pairs from them first: alphapo pair)"
+            )
+        dataset = KTOView(dataset)  # each example with a mismatched completion, for KTO's KL estimate
+        no_pairs = {"displacement": "off", "every": 0}  # both measure chosen against rejected answers
+        cfg = cfg.model_copy(update={"diagnostics": cfg.diagnostics.model_copy(update=no_pairs)})
     expected = "sft" if cfg.task == "sft" else "paired"
     if dataset.kind != expected:
         raise ConfigError(f"task {cfg.task} needs {expected} data, but {cfg.data.paths} holds {dataset.kind} rows")
@@ -211,6 +222,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         )
     if cfg.task == "sft":
         objective = SFTObjective(cfg.train.logps, cfg.train.chunk_size)
+    elif isinstance(dataset, KTOView):
+        objective = KTOObjective(hparams, tables.reference, cfg.train.logps, cfg.train.chunk_size)
     else:
         objective = PreferenceObjective(
             cfg.loss.name,
@@ -372,14 +385,13 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
 
 
 def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path) -> None:
-    import json
 
     batch_size = cfg.reference.batch_size or cfg.train.batch_size
     policy = acc.unwrap_model(model)
     final = compute_table(policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs")
     if acc.is_main_process:
         record = final_displacement(initial, final, completion_lengths(dataset))
-        (output_dir / "displacement.json").write_text(json.dumps(record, indent=1))
+        write_json(output_dir / "displacement.json", record)
 
 
 def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displacement) -> Path:
@@ -399,6 +411,8 @@ def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displ
 
 
 def _completion_tokens(item: dict) -> int:
+    if "label" in item and "chosen_ids" in item:  # KTO: the example's own completion (rejected_ids: the KL row)
+        return len(item["chosen_ids"])
     if "chosen_ids" in item:
         return len(item["chosen_ids"]) + len(item["rejected_ids"])
     return len(item["completion_ids"])

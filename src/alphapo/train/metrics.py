@@ -87,7 +87,7 @@ LINE_LABELS = {  # logged metric -> its label on the progress line ("chosen" alo
 class Progress:
     """A progress bar with ETA and tokens/s on an interactive terminal, plain log lines otherwise."""
 
-    def __init__(self, mode: str, total: int, start: int, enabled: bool):
+    def __init__(self, mode: str, total: int, start: int, enabled: bool, console=None):
         interactive = sys.stderr.isatty()
         self.mode = "none" if not enabled else ("bar" if mode == "auto" and interactive else mode)
         if self.mode == "auto":
@@ -96,25 +96,35 @@ class Progress:
         self.bar = None
         if self.mode == "bar":
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.table import Column
 
+            # A fixed-width bar, and metrics cut short (with an ellipsis) to the terminal's width: at
+            # 80 columns rich otherwise squeezed the bar, elapsed time and ETA out of the line.
             self.bar = Progress(
                 TextColumn("train"),
-                BarColumn(),
+                BarColumn(bar_width=16),
                 TextColumn("{task.completed}/{task.total}"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True)),
                 transient=False,
+                console=console,
             )
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
+
+    FIXED_WIDTH = 52
+    """Columns the bar line needs besides the metrics: label, bar, steps, elapsed, ETA and gaps."""
 
     def update(self, step: int, tokens_per_s: float, metrics: dict | None) -> None:
         info = f"{tokens_per_s:,.0f} tok/s"
         if metrics:
             info += " " + " ".join(f"{label}={metrics[k]:.4g}" for k, label in LINE_LABELS.items() if k in metrics)
         if self.bar is not None:
+            room = self.bar.console.width - self.FIXED_WIDTH
+            if len(info) > room:
+                info = info[: max(room - 1, 0)] + "…"
             self.bar.update(self.task, completed=step, info=info)
         elif self.mode == "lines" and metrics is not None:
             elapsed = time.monotonic() - self.t0

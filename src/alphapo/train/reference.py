@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from alphapo.data.collate import Collator
+from alphapo.files import write_atomically
 from alphapo.ops.model_logps import logits_sequence_logps, model_sequence_logps
 from alphapo.progress import Progress
 
@@ -83,9 +82,6 @@ def cached_table(cache_dir: Path, key: str, compute, accelerator) -> torch.Tenso
     table = compute()
     if accelerator.is_main_process:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="tmp-logps-", suffix=".pt", dir=cache_dir)  # torch.save needs a plain name
-        os.close(fd)
-        torch.save({"key": key, "table": table}, tmp)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: torch.save({"key": key, "table": table}, tmp))
     accelerator.wait_for_everyone()
     return table

@@ -23,6 +23,7 @@ import math
 import torch
 
 from alphapo.errors import ConfigError
+from alphapo.files import write_json
 from alphapo.losses import get_loss_spec
 
 SCALE_PAIRS = 512
@@ -133,7 +134,7 @@ def resolve_hparams(cfg, policy, dataset, collator, acc, initial, checkpoint) ->
         return hparams
     if acc.is_main_process:
         path = Path(cfg.output_dir) / "reward_scale.json"
-        path.write_text(json.dumps(record, indent=1))
+        write_json(path, record)
         if cfg.loss.alpha_scale is not None:
             print(
                 f"train: alpha_scale {cfg.loss.alpha_scale:g} / |mean chosen log-prob "

@@ -65,6 +65,8 @@ MAPPED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "alpha": ("loss.alpha", None),
     "rpo_alpha": ("loss.nll_weight", None),
     "discopop_tau": ("loss.tau", None),
+    "desirable_weight": ("loss.desirable_weight", None),
+    "undesirable_weight": ("loss.undesirable_weight", None),
 }
 """TRL name -> (alphapo key, value transform or None). ``loss_type``, ``cpo_alpha``, ``lr_scheduler_type``,
 ``adam_beta1/2``, ``precompute_ref_log_probs`` and ``use_liger_loss`` are handled by their own rules."""
@@ -105,7 +107,7 @@ NO_EQUIVALENT: dict[str, str] = {
 
 CPO_MARKERS = ("cpo_alpha", "simpo_gamma", "alpha")
 _DPO_LOSSES = {"sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "apo_zero"}
-_DPO_LOSSES |= {"apo_down", "discopop"}
+_DPO_LOSSES |= {"apo_down", "discopop", "kto"}  # kto: KTOConfig (unpaired data trains with it too)
 _SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant", "constant_with_warmup": "constant"}
 
 
