@@ -8,6 +8,8 @@ pipeline (sample -> judge -> pair -> train -> eval -> report). Run ``alphapo --h
 
 from importlib.metadata import PackageNotFoundError, version
 
+from alphapo import log as _log  # noqa: F401  (the "alphapo" logger's stderr handler)
+
 try:
     __version__ = version("alphapo")
 except PackageNotFoundError:  # running from a source tree that was not installed

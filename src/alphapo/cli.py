@@ -358,14 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(level: int) -> None:
-    """alphapo's messages (logger ``alphapo``) to stderr at ``level``; third-party libraries' at
-    warnings only, their download and loading bars off."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("alphapo")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    """alphapo's messages (:mod:`alphapo.log`) at ``level``; third-party libraries' at warnings only,
+    their download and loading bars off."""
+    from alphapo.log import set_verbosity
+
+    set_verbosity(level)
     for name in ("transformers", "datasets", "accelerate", "peft", "huggingface_hub"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -8,7 +8,7 @@
 On an interactive terminal: a bar with rate and ETA, shown once the pass has run ``delay`` seconds
 (short passes print nothing). Otherwise (a log file, CI): one plain line every ``interval`` seconds
 and a closing line, so a log never sits silent for minutes. ``ALPHAPO_PROGRESS_INTERVAL`` (seconds)
-overrides the interval, ``ALPHAPO_PROGRESS=none`` silences every pass.
+overrides the interval, ``ALPHAPO_PROGRESS=none`` (or ``alphapo -q``) silences every pass.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+
+from alphapo.log import quiet
 
 
 def _interval() -> float:
@@ -41,7 +43,7 @@ class Progress:
     ):
         self.label, self.total, self.unit = label, total, unit
         self.stream = stream or sys.stderr
-        self.enabled = enabled and os.environ.get("ALPHAPO_PROGRESS", "") != "none"
+        self.enabled = enabled and os.environ.get("ALPHAPO_PROGRESS", "") != "none" and not quiet()
         self.delay = delay
         self.interval = _interval() if interval is None else interval
         self.interactive = self.stream.isatty()

@@ -223,3 +223,33 @@ def test_unpaired_data_with_a_paired_loss_names_kto(assets, tmp_path):
     cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", loss_type="ipo"), [f"data.paths=[{data}]"])
     with pytest.raises(ConfigError, match=r"unpaired rows .* train with loss\.name=kto"):
         train(cfg)
+
+
+def test_quiet_and_verbose_set_what_is_logged(assets, tmp_path, capsys):
+    from alphapo.cli import main
+    from alphapo.log import logger, set_verbosity
+
+    path = trl_recipe(assets, tmp_path / "run", max_steps=1)
+    try:
+        assert main(["-q", "train", str(path)]) == 0
+        quiet_err = capsys.readouterr().err
+        assert main(["train", str(path), f"output_dir={tmp_path / 'run2'}"]) == 0
+        normal_err = capsys.readouterr().err
+    finally:
+        set_verbosity(logging.INFO)
+    assert "TRL name learning_rate" not in quiet_err and "step 1/1" not in quiet_err
+    assert "TRL name learning_rate" in normal_err
+    assert logger.level == logging.INFO
+
+
+def test_mlflow_tracks_into_the_run_without_a_file_store(assets, tmp_path, monkeypatch):
+    from alphapo.train.loop import _accelerator
+
+    monkeypatch.setitem(sys.modules, "mlflow", types.ModuleType("mlflow"))  # installed or not
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", report_to="mlflow"))
+    _accelerator(cfg, tmp_path / "run")
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    _accelerator(cfg, tmp_path / "run")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking:5000"  # the user's choice stands

@@ -18,7 +18,6 @@ A summary is printed either way.
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from alphapo.data.formats import BadRow, detect_format, to_example
 from alphapo.data.readers import UnreadableRow, count_rows, read_rows
 from alphapo.data.tokenize import Tokenization
 from alphapo.errors import DataError
+from alphapo.log import logger
 from alphapo.progress import Progress
 
 SKIPPED_FILE = "skipped_rows.jsonl"
@@ -273,7 +273,7 @@ def load_dataset_for_training(
         where = f" (see {', '.join(str(output / f) for f in files)})" if files else ""
     _check_bad_share(cfg, report, where)
     if not quiet:
-        print(report.summary() + where, file=sys.stderr)
+        logger.info(report.summary() + where)
     dataset = TokenizedDataset(items, kind, report, key)
     dataset.content_key = content_key
     return dataset

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from alphapo.files import write_json
+from alphapo.log import logger
 
 LARGE_FILE = 64 * 2**20  # files above this are fingerprinted by size and modification time, not content
 
@@ -50,7 +50,7 @@ class Stages:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+            logger.info(message)
 
     def fingerprint(self, settings: dict, inputs: list[Path]) -> str:
         blob = json.dumps(

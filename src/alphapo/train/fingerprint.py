@@ -29,6 +29,7 @@ from pathlib import Path
 
 from alphapo.config import flatten
 from alphapo.errors import ConfigError
+from alphapo.log import logger
 
 SAFE_TO_CHANGE = (
     "model.path",  # the model's and the data's content (with the tokenizer) are fingerprinted, not paths
@@ -149,7 +150,6 @@ def check_resume(checkpoint: Path, stored: dict | None, current: dict, mode: str
 def resume_or_start_over(checkpoint: Path, fingerprint: dict, cfg, acc) -> str:
     """Check ``checkpoint`` against this run (:func:`check_resume`); with ``fresh``, move the old run
     aside. Returns ``"resume"`` or ``"fresh"``."""
-    import sys
 
     from alphapo.train.checkpoint import STATE_FILE
 
@@ -159,14 +159,13 @@ def resume_or_start_over(checkpoint: Path, fingerprint: dict, cfg, acc) -> str:
     if decision == "fresh":
         if acc.is_main_process:
             moved = move_aside(Path(cfg.output_dir))
-            print(
+            logger.info(
                 f"train: {checkpoint} belongs to other settings or inputs ({'; '.join(found[:3])}"
                 f"{'; ...' if len(found) > 3 else ''}): the old run is now in {moved}; starting over",
-                file=sys.stderr,
             )
         acc.wait_for_everyone()
     elif stored is not None and found and acc.is_main_process:
-        print(f"train: resuming with changed {', '.join(found)} (resume_mismatch=continue)", file=sys.stderr)
+        logger.info(f"train: resuming with changed {', '.join(found)} (resume_mismatch=continue)")
     return decision
 
 
@@ -197,7 +196,6 @@ def claim_output_dir(cfg, acc) -> None:
     ``resume_mismatch: fresh`` they move to ``previous-<n>/`` (as does the log of a run resumed with
     ``resume=true`` that stopped before its first checkpoint: there is nothing else to resume);
     otherwise it stops and says so."""
-    import sys
 
     output_dir = Path(cfg.output_dir)
     found = previous_results(output_dir)
@@ -208,7 +206,7 @@ def claim_output_dir(cfg, acc) -> None:
         if acc.is_main_process:
             moved = move_aside(output_dir)
             why = "stopped before its first checkpoint" if unfinished else "is not resumed"
-            print(f"train: the earlier run in {output_dir} {why}; it is now in {moved}; starting over", file=sys.stderr)
+            logger.info(f"train: the earlier run in {output_dir} {why}; it is now in {moved}; starting over")
         acc.wait_for_everyone()
         return
     why = "has no complete checkpoint to resume from" if cfg.resume else "would be overwritten"

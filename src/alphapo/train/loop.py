@@ -27,6 +27,7 @@ from alphapo.config import dump_config, flatten
 from alphapo.data import Collator, length_grouped_batches, load_dataset_for_training
 from alphapo.errors import ConfigError, TrainingError
 from alphapo.files import write_json
+from alphapo.log import logger
 from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
@@ -79,6 +80,7 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        # a plain write: logging takes locks, which a signal handler must not wait on
         print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
@@ -186,7 +188,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
     if main:
         for stale in remove_stale(output_dir):
-            print(f"train: removed {stale}, a checkpoint whose save was interrupted", file=sys.stderr)
+            logger.info(f"train: removed {stale}, a checkpoint whose save was interrupted")
     checkpoint = resolve_resume(output_dir, cfg.resume)
     fingerprint = run_fingerprint(cfg, dataset.content_key)
     if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
@@ -204,10 +206,9 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         raise ConfigError(f"{len(dataset)} examples cannot fill one step of {world * accum} micro-batches")
     left_out = len(dataset) - sum(len(b) for b in first_epoch)
     if left_out and main:
-        print(
+        logger.info(
             f"train: {left_out} example(s) per epoch left out: the last batch is smaller than "
             f"{world} process(es) x {accum} accumulation steps (they fall elsewhere in other epochs)",
-            file=sys.stderr,
         )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
     optimizer = make_optimizer(cfg, model)
@@ -249,7 +250,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         if displacement is not None:
             displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
         if main:
-            print(f"train: resuming from {checkpoint} (step {state['step']} of {total_steps})", file=sys.stderr)
+            logger.info(f"train: resuming from {checkpoint} (step {state['step']} of {total_steps})")
     log = MetricsLog(output_dir / "metrics.jsonl", state["step"] if checkpoint else None) if main else None
     if cfg.logging.report_to:
         acc.init_trackers(cfg.logging.project, config=_tracker_config(cfg))
@@ -298,7 +299,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                 state["skipped_steps"] += 1
                 skipped_in_a_row += 1
                 if main:
-                    print(f"train: step {step + 1} skipped: {culprit} (nan_policy=skip)", file=sys.stderr)
+                    logger.warning(f"train: step {step + 1} skipped: {culprit} (nan_policy=skip)")
                 if skipped_in_a_row >= cfg.train.nan_skip_limit:
                     raise TrainingError(
                         nan_message(step + 1, culprit, metrics, grad_norm, output_dir, in_a_row=skipped_in_a_row)

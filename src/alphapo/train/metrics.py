@@ -88,8 +88,10 @@ class Progress:
     """A progress bar with ETA and tokens/s on an interactive terminal, plain log lines otherwise."""
 
     def __init__(self, mode: str, total: int, start: int, enabled: bool, console=None):
+        from alphapo.log import quiet
+
         interactive = sys.stderr.isatty()
-        self.mode = "none" if not enabled else ("bar" if mode == "auto" and interactive else mode)
+        self.mode = "none" if not enabled or quiet() else ("bar" if mode == "auto" and interactive else mode)
         if self.mode == "auto":
             self.mode = "lines"
         self.total, self.start_step, self.t0 = total, start, time.monotonic()

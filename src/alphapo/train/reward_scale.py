@@ -24,6 +24,7 @@ import torch
 
 from alphapo.errors import ConfigError
 from alphapo.files import write_json
+from alphapo.log import logger
 from alphapo.losses import get_loss_spec
 
 SCALE_PAIRS = 512
@@ -116,7 +117,6 @@ def resolve_hparams(cfg, policy, dataset, collator, acc, initial, checkpoint) ->
     ``loss.alpha_scale`` when set (measured on a fresh run; as stored in the checkpoint on resume, since
     the policy has moved on). A fresh run writes ``reward_scale.json`` when it has a record."""
     import json
-    import sys
     from pathlib import Path
 
     from alphapo.train.checkpoint import STATE_FILE
@@ -136,12 +136,11 @@ def resolve_hparams(cfg, policy, dataset, collator, acc, initial, checkpoint) ->
         path = Path(cfg.output_dir) / "reward_scale.json"
         write_json(path, record)
         if cfg.loss.alpha_scale is not None:
-            print(
+            logger.info(
                 f"train: alpha_scale {cfg.loss.alpha_scale:g} / |mean chosen log-prob "
                 f"{record['chosen']['mean_logp']:.4f}|"
                 f" -> alpha {record['alpha']:.4g} (chosen weights p^-alpha "
                 f"{record['chosen']['weight_range'][0]:.3g}..{record['chosen']['weight_range'][1]:.3g}; {path})",
-                file=sys.stderr,
             )
     if cfg.loss.alpha_scale is not None:
         hparams["alpha"] = record["alpha"]
