@@ -326,7 +326,7 @@ def main() -> None:
     )
     results: dict[str, list[dict]] = {}
     failed: list[str] = []
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for name in trainers:
             cmd = [
                 sys.executable,
@@ -336,7 +336,7 @@ def main() -> None:
                 "--assets",
                 str(workdir / "assets.json"),
                 "--workdir",
-                str(workdir / name),
+                str(workdir / name / f"round{round_}"),  # a finished run is never overwritten
             ] + [
                 f"--{k.replace('_', '-')}={v}"
                 for k, v in vars(args).items()
