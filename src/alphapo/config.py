@@ -121,11 +121,25 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
 
     path = resolve(path) if path is not None else None
     data = read_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
     source = str(path) if path is not None else "config"
     translate = getattr(model, "translate_settings", None)  # e.g. TRL's names in a training recipe
-    if translate is not None:
-        data = translate(data, source)
+    if translate is None:
+        return validate(model, apply_overrides(data, overrides or []), source)
+    # Foreign names are translated in the recipe and in the overrides separately, so that an
+    # override (``learning_rate=1e-5``) replaces the recipe's value (``optim.lr``) as ``optim.lr=1e-5`` would.
+    data = translate(data, source)
+    dotted = [o for o in overrides or [] if "." in o.split("=", 1)[0] or "=" not in o]
+    top = translate(apply_overrides({}, [o for o in overrides or [] if o not in dotted]), "overrides")
+    data = apply_overrides(data, dotted)
+    given = {o.split("=", 1)[0].strip() for o in dotted}
+    for key, value in flatten(top).items():
+        if key in given:
+            raise ConfigError(f"overrides: {key} is given twice (once by another name)")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return validate(model, data, source)
 
 

@@ -83,10 +83,19 @@ def test_trl_names_without_an_equivalent_are_named_with_what_to_use(assets, tmp_
     assert "f_divergence_type: no alphapo equivalent" in message
 
 
-def test_a_setting_given_both_ways_is_an_error(assets, tmp_path):
-    path = trl_recipe(assets, tmp_path / "run")
+def test_a_setting_given_both_ways_is_an_error_and_overrides_win(assets, tmp_path):
+    both = trl_recipe(assets, tmp_path / "run", optim={"lr": 1e-3})
     with pytest.raises(ConfigError, match=r"optim.lr is given twice: 0.001 and, by its TRL name, 0.0001"):
-        load_config(TrainConfig, path, ["optim.lr=1e-3"])
+        load_config(TrainConfig, both)
+    with pytest.raises(ConfigError, match=r"optim.lr is given twice \(once by another name\)"):
+        load_config(TrainConfig, trl_recipe(assets, tmp_path / "run"), ["learning_rate=2e-4", "optim.lr=3e-4"])
+    # an override replaces the recipe's value, whichever name either uses
+    assert load_config(TrainConfig, trl_recipe(assets, tmp_path / "run"), ["optim.lr=3e-4"]).optim.lr == 3e-4
+    alphapo_names = tmp_path / "alphapo.yaml"
+    recipe = yaml.safe_load(trl_recipe(assets, tmp_path / "run2").read_text())
+    del recipe["learning_rate"]
+    alphapo_names.write_text(yaml.safe_dump({**recipe, "optim": {"lr": 1e-3}}))
+    assert load_config(TrainConfig, alphapo_names, ["learning_rate=2e-4"]).optim.lr == 2e-4
 
 
 def test_cpo_recipes_keep_cpo_s_meaning():
