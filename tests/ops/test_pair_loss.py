@@ -182,3 +182,20 @@ def test_bad_pair_loss_output_and_shapes_are_named():
         fused_pair_loss(hidden, weight, labels, lambda c, r, nc, nr, i: (c - r).sum(), bias, schedule="pair")
     with pytest.raises(InputError, match=r"\[2P, T, H\]"):
         fused_pair_loss(hidden[:3], weight, labels[:3], lambda *a: a[0], bias)
+
+
+@pytest.mark.parametrize("trained", ["hidden", "weight"])
+def test_only_some_inputs_need_gradients(trained, small_blocks):
+    hidden, weight, bias, labels, _ = make(seed=8)
+    hidden, weight = (
+        hidden.detach().requires_grad_(trained == "hidden"),
+        weight.detach().requires_grad_(trained == "weight"),
+    )
+    bias = bias.detach()
+    target = hidden if trained == "hidden" else weight
+    out = fused_preference_loss(hidden, weight, labels, "alphapo", bias, schedule="pair", alpha=0.3)
+    (got,) = torch.autograd.grad(out.loss, [target])
+    logps, n = naive_sequence_logps(hidden, weight, labels, bias)
+    want_loss = preference_loss("alphapo", logps[:P], logps[P:], n[:P], n[P:], alpha=0.3).losses.mean()
+    (want,) = torch.autograd.grad(want_loss, [target])
+    assert torch.allclose(got, want, atol=1e-10, rtol=0)

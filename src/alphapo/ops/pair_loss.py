@@ -236,9 +236,9 @@ class _PairLoss(torch.autograd.Function):
             total_loss += chunk_loss
             w = w_rows[row_of]  # [c] d loss / d logp of each token's sequence
             for sl, total in zip(blocks, totals, strict=True):
-                acc = None if grads.hidden is None else held.accumulator(sl.stop - sl.start)
+                acc = held.accumulator(sl.stop - sl.start)  # [c_b, H]; also scratch for onehot_grads
                 wp = held.view(sl).mul_((w[sl] / total)[None])  # w * softmax
-                accumulate_tile(grads, wp, h[sl], acc, 0, weight, sign=-1.0)
+                accumulate_tile(grads, wp, h[sl], None if grads.hidden is None else acc, 0, weight, sign=-1.0)
                 onehot_grads(grads, pos[sl], y[sl], w[sl], h[sl], acc, weight, None)
         ctx.mark_non_differentiable(logps, n_tokens)
         ctx.grads = grads
