@@ -59,7 +59,7 @@ CONTINUABLE = ("train.max_steps", "train.epochs", "optim.lr")
 schedule is rebuilt) and the peak learning rate (lowered after a divergence, say): the schedule
 continues from its step with the new peak (:func:`apply_peak_lr`)."""
 _EDGE = 2**20
-KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl")
+KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl", ".alphapo.lock")
 """What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote."""
 
 

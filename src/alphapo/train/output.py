@@ -7,6 +7,7 @@ merged model also goes to ``<output_dir>/merged``. Each is written under a tempo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -29,7 +30,9 @@ class OutputDirLock:
         self.file = open(self.path, "a+")  # noqa: SIM115  (held for the run's lifetime)
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return  # a file system without locks (some network mounts): run without one
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
