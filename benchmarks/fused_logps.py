@@ -102,6 +102,7 @@ def build_step(variant, hidden, weight, labels, pairs, chunk_size, budget):
         default_budget_bytes,
         fused_preference_loss,
         gradient_floor_bytes,
+        pair_token_counts,
         sequence_logps,
         tile_budget_bytes,
         tile_shape,
@@ -125,9 +126,8 @@ def build_step(variant, hidden, weight, labels, pairs, chunk_size, budget):
             simpo_of(logps, n, pairs).backward()
 
     elif variant == "pair":
-        counts = (labels != -100).sum(1)
         plan = choose_schedule(
-            (counts[:pairs] + counts[pairs:]).tolist(),
+            pair_token_counts(labels),
             weight.shape[0],
             default_budget_bytes(hidden.device) if budget is None else budget,
         )
@@ -186,13 +186,12 @@ def _floor_8nhv(hidden, weight, labels, tokens, vblock):
 def _floor_6nhv(hidden, weight, labels, budget):
     """The GEMMs of the pair schedule and nothing else, on its own chunks and token blocks: each
     block's logits W @ h^T into the chunk's held buffer, then per block p^T @ W and grad_W += p @ h."""
-    from alphapo.ops import choose_schedule, default_budget_bytes
+    from alphapo.ops import choose_schedule, default_budget_bytes, pair_token_counts
     from alphapo.ops.pair_loss import _blocks
 
     pairs = labels.shape[0] // 2
-    counts = (labels != -100).sum(1)
     budget = default_budget_bytes(hidden.device) if budget is None else budget
-    plan = choose_schedule((counts[:pairs] + counts[pairs:]).tolist(), weight.shape[0], budget, schedule="pair")
+    plan = choose_schedule(pair_token_counts(labels), weight.shape[0], budget, schedule="pair")
     flat = hidden.detach().reshape(-1, hidden.shape[-1])
     seq = labels.shape[1]
     w = weight.detach()

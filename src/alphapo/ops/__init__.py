@@ -22,6 +22,7 @@ from alphapo.ops.pair_loss import (
     choose_schedule,
     default_budget_bytes,
     fused_pair_loss,
+    pair_token_counts,
 )
 from alphapo.ops.preference import FusedPreferenceLoss, fused_preference_loss, preference_pair_loss
 from alphapo.ops.sequence_logps import (
@@ -48,6 +49,7 @@ __all__ = [
     "head_of",
     "model_pair_loss",
     "model_sequence_logps",
+    "pair_token_counts",
     "preference_pair_loss",
     "sequence_logps",
     "sequence_mean_logits",

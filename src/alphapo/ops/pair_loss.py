@@ -95,6 +95,14 @@ def default_budget_bytes(device: torch.device) -> int:
     return int(min(8 * 2**30, PAIR_BUDGET_FRACTION * free))
 
 
+def pair_token_counts(labels: torch.Tensor, ignore_index: int = -100) -> list[int]:
+    """[P] labelled tokens of each pair (chosen row ``i`` plus rejected row ``P + i``) of ``labels`` [2P, T]:
+    what :func:`choose_schedule` plans with."""
+    counts = (labels != ignore_index).sum(dim=1)
+    pairs = labels.shape[0] // 2
+    return (counts[:pairs] + counts[pairs:]).tolist()
+
+
 def choose_schedule(
     pair_tokens: list[int],
     vocab: int,
@@ -179,8 +187,7 @@ def fused_pair_loss(
             f"fused_pair_loss: labels must be [2P, T] = {tuple(hidden.shape[:2])}, got {tuple(labels.shape)}"
         )
     check_inputs(hidden, weight, labels, bias, ignore_index, None, None, softcap, None)
-    counts = (labels != ignore_index).sum(dim=1)
-    pair_tokens = (counts[:pairs] + counts[pairs:]).tolist()
+    pair_tokens = pair_token_counts(labels, ignore_index)
     dtype = compute_dtype(hidden.dtype)
     budget = default_budget_bytes(hidden.device) if budget_bytes is None else int(budget_bytes)
     plan = choose_schedule(

@@ -9,7 +9,6 @@ over-optimisation frontier), and a full evaluation at the end. Each run is a res
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from alphapo.config import apply_overrides, read_yaml, validate
 from alphapo.errors import ConfigError
 from alphapo.files import write_jsonl
+from alphapo.log import logger
 from alphapo.pipeline.recipe import RecipeConfig
 from alphapo.pipeline.run import Pipeline, deep_merge
 from alphapo.sweep.grid import Setting, SweepSpec, expand, nested, parse_sweep
@@ -101,9 +101,7 @@ class SweepETA:
         if self.durations:
             eta = f", eta {remaining * sum(self.durations) / len(self.durations):,.0f}s (training and evaluations)"
         elapsed = time.monotonic() - self.t0
-        logging.getLogger("alphapo").info(
-            "sweep: run %d/%d (%s), %.0fs elapsed%s", self.index, self.total, label, elapsed, eta
-        )
+        logger.info("sweep: run %d/%d (%s), %.0fs elapsed%s", self.index, self.total, label, elapsed, eta)
 
     def finished(self) -> None:
         took = time.monotonic() - self.started

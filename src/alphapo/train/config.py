@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from alphapo.data.config import DataConfig
+from alphapo.log import logger
 from alphapo.models.tiny import TinyModelSpec
 
 
@@ -96,7 +97,6 @@ class LossConfig(BaseModel):
         recipe): settings that belong to other losses but not to this one (``gamma``, a non-zero
         ``alpha`` for an unshaped loss) are dropped with a warning naming them; a name no loss knows is
         still an error with the closest names suggested."""
-        import logging
 
         from alphapo.losses import available_losses, get_loss_spec
 
@@ -106,7 +106,7 @@ class LossConfig(BaseModel):
         if not spec.shapeable and self.hparams.get("alpha") not in (None, 0, 0.0):
             dropped.append("alpha")
         if spec.needs_reference and self.hparams.get("alpha") not in (None, 0, 0.0):
-            logging.getLogger("alphapo").warning(
+            logger.warning(
                 "loss.alpha=%r shapes the log-ratio of %r (a shaped variant); set loss.alpha=0 for the loss as "
                 "published",
                 self.hparams["alpha"],
@@ -114,7 +114,7 @@ class LossConfig(BaseModel):
             )
         for key in dropped:
             value = self.__pydantic_extra__.pop(key)
-            logging.getLogger("alphapo").warning(
+            logger.warning(
                 "loss.%s=%r does not apply to loss %r: ignored (remove it from the recipe to silence this)",
                 key,
                 value,
@@ -266,13 +266,12 @@ class TrainConfig(_Strict):
     def translate_settings(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
         """TRL's top-level names (``learning_rate``, ``loss_type``, ...) moved onto alphapo's keys, each
         mapping logged (``alphapo.train.trl_names``); names without an equivalent are an error."""
-        import logging
 
         from alphapo.train.trl_names import translate_trl_names
 
         data, notes = translate_trl_names(data, source, frozenset(cls.model_fields))
         for note in notes:
-            logging.getLogger("alphapo").info("%s: TRL name %s", source, note)
+            logger.info("%s: TRL name %s", source, note)
         return data
 
     @field_validator("data", mode="before")

@@ -57,9 +57,10 @@ class KTOView:
 
     def lengths(self) -> list[int]:
         if self._lengths is None:
+            completions = [len(self.base[i]["completion_ids"]) for i in range(len(self.base))]
             self._lengths = [
-                len(self[i]["prompt_ids"]) + max(len(self[i]["chosen_ids"]), len(self[i]["rejected_ids"]))
-                for i in range(len(self))
+                len(self.base[i]["prompt_ids"]) + max(n, completions[(i + 1) % len(completions)])
+                for i, n in enumerate(completions)
             ]
         return self._lengths
 

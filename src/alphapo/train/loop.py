@@ -11,7 +11,6 @@ and compute the same gradient. A resumed run restarts at the next step of the sa
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
@@ -105,7 +104,7 @@ def _accelerator(cfg: TrainConfig, output_dir: Path):
         # SQLite store inside the output directory instead
         uri = f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        logging.getLogger("alphapo").info("mlflow: tracking to %s (set MLFLOW_TRACKING_URI to choose)", uri)
+        logger.info("mlflow: tracking to %s (set MLFLOW_TRACKING_URI to choose)", uri)
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
     acc = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
     check_world(acc)

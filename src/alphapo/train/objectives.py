@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from alphapo.losses import get_loss_spec, preference_loss
+from alphapo.losses import preference_loss
 from alphapo.ops.model_logps import model_pair_loss
+from alphapo.ops.preference import preference_pair_loss
 from alphapo.train.metrics import MetricSums
 from alphapo.train.reference import batch_logps
 
@@ -47,7 +48,6 @@ class PreferenceObjective:
         self.probe = probe  # a DisplacementProbe collecting first-visit log-probs, or None
         self.schedule = schedule  # fused_pair_loss's schedule: auto, pair or two-pass
         self.budget = budget  # bytes of logits the pair schedule may hold; None: its default
-        self.separable = not get_loss_spec(loss_name).couples_pairs(hparams)
 
     def __call__(self, model, batch, shape: StepShape, sums: MetricSums) -> torch.Tensor:
         pairs = batch["index"].shape[0]
@@ -57,13 +57,14 @@ class PreferenceObjective:
             ref = self.reference[batch["index"].cpu()].to(batch["input_ids"].device)
             refs = (ref[:, 0], ref[:, 1])
         if self.logps_mode == "fused":
+            pair_loss, separable = self._pair_loss(refs, scale)
             fused = model_pair_loss(
                 model,
                 batch["input_ids"],
                 batch["attention_mask"],
                 batch["labels"],
-                self._pair_loss(refs, scale),
-                separable=self.separable,
+                pair_loss,
+                separable=separable,
                 budget_bytes=self.budget,
                 schedule=self.schedule,
                 chunk_size=self.chunk_size,
@@ -99,17 +100,20 @@ class PreferenceObjective:
         return out.losses.sum() * scale if objective is None else objective
 
     def _pair_loss(self, refs, scale):
-        """The per-pair losses of a chunk, times the step's scale, for :func:`model_pair_loss`. A chunk
-        with a non-finite log-prob gives zero losses: the step is dropped after the forward pass."""
+        """(the per-pair losses of a chunk, times the step's scale, for :func:`model_pair_loss`; whether
+        the loss is separable). A chunk with a non-finite log-prob gives zero losses: the step is
+        dropped after the forward pass."""
+        ref_chosen, ref_rejected = refs or (None, None)
+        losses, separable = preference_pair_loss(
+            self.loss_name, ref_chosen_logps=ref_chosen, ref_rejected_logps=ref_rejected, scale=scale, **self.hparams
+        )
 
         def pair_loss(chosen, rejected, chosen_n, rejected_n, pairs):
             if not (torch.isfinite(chosen).all() and torch.isfinite(rejected).all()):
                 return (chosen + rejected).nan_to_num(0.0, 0.0, 0.0) * 0.0
-            chunk_refs = tuple(r[pairs] for r in refs)
-            out = preference_loss(self.loss_name, chosen, rejected, chosen_n, rejected_n, *chunk_refs, **self.hparams)
-            return out.losses * scale
+            return losses(chosen, rejected, chosen_n, rejected_n, pairs)
 
-        return pair_loss
+        return pair_loss, separable
 
 
 def mark_non_finite(logps: torch.Tensor, sums: MetricSums) -> torch.Tensor:

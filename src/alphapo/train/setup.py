@@ -7,7 +7,6 @@ is not a model (no config, no weights) is a clear error naming it.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from alphapo.errors import ConfigError
+from alphapo.log import logger
 from alphapo.models.tiny import build_tiny_model
 from alphapo.train.config import TrainConfig
 
@@ -97,7 +97,7 @@ def _from_pretrained(cfg: TrainConfig, path: str, dtype: torch.dtype):
                 f"{path}: the model does not support model.attn_implementation={impl!r} ({str(err).split('.')[0]}); "
                 "set model.attn_implementation=eager (or null for transformers' choice)"
             ) from None
-    logging.getLogger("alphapo").info(
+    logger.info(
         "%s: this model class does not support attention through sdpa; using eager (model.attn_implementation)", path
     )
     try:
