@@ -48,6 +48,7 @@ class Progress:
         self.interval = _interval() if interval is None else interval
         self.interactive = self.stream.isatty()
         self.done = 0
+        self.new_tokens = 0  # generation passes also count the tokens they produced
         self.t0 = time.monotonic()
         self.last_line = None  # monotonic time of the last printed line
         self.bar = None
@@ -66,10 +67,15 @@ class Progress:
         eta = ""
         if self.total and rate > 0:
             eta = f", eta {max(self.total - self.done, 0) / rate:,.0f}s"
-        return f"{self.label}: {count} {self.unit}{share}, {rate:,.1f} {self.unit}/s, {elapsed:,.0f}s elapsed{eta}"
+        tokens = f", {self.new_tokens / elapsed:,.0f} new tokens/s" if self.new_tokens and elapsed > 0 else ""
+        return (
+            f"{self.label}: {count} {self.unit}{share}, {rate:,.1f} {self.unit}/s{tokens}, {elapsed:,.0f}s elapsed{eta}"
+        )
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, new_tokens: int = 0) -> None:
+        """``n`` more units done (and, for generation, ``new_tokens`` more tokens generated)."""
         self.done += n
+        self.new_tokens += new_tokens
         if not self.enabled:
             return
         now = time.monotonic()
@@ -91,13 +97,16 @@ class Progress:
                 BarColumn(bar_width=None),
                 MofNCompleteColumn(),
                 TextColumn(self.unit),
+                TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
                 console=Console(file=self.stream),
                 transient=True,
             )
-            self.task = self.bar.add_task(self.label, total=self.total)
+            self.task = self.bar.add_task(self.label, total=self.total, rate="")
             self.bar.start()
-        self.bar.update(self.task, completed=self.done)
+        elapsed = time.monotonic() - self.t0
+        rate = f"{self.new_tokens / elapsed:,.0f} new tok/s" if self.new_tokens and elapsed > 0 else ""
+        self.bar.update(self.task, completed=self.done, rate=rate)
 
     def close(self, failed: bool = False) -> None:
         if self.bar is not None:

@@ -9,6 +9,7 @@ from tests.data.conftest import CONVERSATIONAL, PAIRED, write_jsonl
 
 def load(tmp_path, rows, tokenizer, **cfg):
     source = write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg.setdefault("prompt_format", "plain")  # these tests check the rules for text as is
     return load_dataset_for_training(DataConfig(paths=[source], **cfg), tokenizer, tmp_path / "out", quiet=True)
 
 

@@ -61,7 +61,7 @@ def make_config(assets, out, **sections):
     """A TrainConfig for the tiny assets; keyword sections update the defaults (dotted dict merge)."""
     data = {
         "model": {"path": assets["model"]},
-        "data": {"paths": [assets["pairs"]], "max_length": 64, "max_prompt_length": 32},
+        "data": {"paths": [assets["pairs"]], "max_length": 64, "max_prompt_length": 32, "prompt_format": "plain"},
         "loss": {"name": "alphapo"},
         "optim": {"lr": 1e-3},
         "schedule": {"name": "constant", "warmup_steps": 0},

@@ -19,7 +19,10 @@ def _model_and_batch(assets, tmp_path, pairs=3):
     model = AutoModelForCausalLM.from_pretrained(assets["model"], dtype=torch.float64)
     tokenizer = AutoTokenizer.from_pretrained(assets["model"])
     ds = load_dataset_for_training(
-        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32), tokenizer, tmp_path, quiet=True
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32, prompt_format="plain"),
+        tokenizer,
+        tmp_path,
+        quiet=True,
     )
     return model, Collator(tokenizer.pad_token_id)([ds[i] for i in range(pairs)])
 

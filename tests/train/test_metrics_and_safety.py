@@ -38,7 +38,7 @@ def test_logged_metrics_match_a_hand_computation(assets, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(assets["model"])
     model = AutoModelForCausalLM.from_pretrained(assets["model"], dtype=torch.float64)
     ds = load_dataset_for_training(
-        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32),
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32, prompt_format="plain"),
         tokenizer,
         tmp_path / "hand",
         quiet=True,
@@ -232,7 +232,10 @@ def test_probe_displacement_matches_a_hand_computation(assets, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(assets["model"])
     ds = load_dataset_for_training(
-        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32), tokenizer, tmp_path / "h", quiet=True
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32, prompt_format="plain"),
+        tokenizer,
+        tmp_path / "h",
+        quiet=True,
     )
     order = _step_batches(ds, cfg, 1, 0)
     first_visit = [(i, assets["model"]) for i in order[0]] + [(i, after_one.model_dir) for i in order[1][:2]]

@@ -72,7 +72,7 @@ def test_metrics_of_a_step_with_unequal_micro_batches_match_a_hand_computation(a
 
     tokenizer = AutoTokenizer.from_pretrained(assets["model"])
     ds = load_dataset_for_training(
-        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32, max_rows=23),
+        DataConfig(paths=[assets["pairs"]], max_length=64, max_prompt_length=32, max_rows=23, prompt_format="plain"),
         tokenizer,
         tmp_path / "h",
         quiet=True,

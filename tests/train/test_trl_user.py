@@ -14,10 +14,11 @@ import yaml
 
 from alphapo.config import load_config
 from alphapo.errors import ConfigError
+from alphapo.models.sources import resolve_model_source
 from alphapo.train import TrainConfig, train
 from alphapo.train.loop import check_world
 from alphapo.train.output import lock_output_dir
-from alphapo.train.setup import disable_dropout, resolve_model_source
+from alphapo.train.setup import disable_dropout
 from alphapo.train.trl_names import translate_trl_names
 
 

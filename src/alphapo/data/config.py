@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Format = Literal["auto", "paired", "implicit", "unpaired", "sft"]
+PromptFormat = Literal["auto", "chat", "plain"]
 
 
 class DataConfig(BaseModel):
@@ -33,8 +34,15 @@ class DataConfig(BaseModel):
     messages_column: str = "messages"
     turn_marker: str = "\n\nAssistant:"
     """For implicit prompts in plain text: the prompt ends after the last marker in the shared prefix."""
+    prompt_format: PromptFormat = "auto"
+    """How text (not conversation) prompts and completions are rendered. ``auto``: through the
+    tokenizer's chat template when it has one (a string prompt becomes one user turn and its
+    completion the assistant's answer; an HH-style transcript, ``\\n\\nHuman: ... \\n\\nAssistant:``,
+    becomes its turns), as is otherwise. ``chat``: always through the template (an error without
+    one). ``plain``: text as is, for base models or a model trained on plain text."""
     max_length: int | None = Field(default=1024, gt=1)
     max_prompt_length: int | None = Field(default=512, gt=0)
+    """Prompt tokens kept (``truncation_mode``). Unset with a ``max_length`` of 512 or less: half of it."""
     truncation_mode: Literal["keep_end", "keep_start"] = "keep_end"
     on_bad_row: Literal["error", "skip"] = "skip"
     """``skip``: rows that cannot be trained on are skipped, counted by reason and written to
@@ -60,6 +68,9 @@ class DataConfig(BaseModel):
             and self.max_prompt_length is not None
             and self.max_prompt_length >= self.max_length
         ):
+            if "max_prompt_length" not in self.model_fields_set:  # the default (512) under a short max_length
+                self.max_prompt_length = self.max_length // 2  # the default's own proportion (512 of 1024)
+                return self
             raise ValueError(
                 f"max_prompt_length ({self.max_prompt_length}) must be below max_length ({self.max_length}), "
                 "or no completion token would fit"

@@ -3,7 +3,12 @@
 * Conversations go through the tokenizer's chat template: the prompt rendered with the generation
   prompt, each completion as the continuation of the same conversation (the template's rendering of
   prompt + completion minus the prompt's rendering, which must be its prefix), so the prompt/
-  completion boundary is exactly where generation starts. Plain text is used as is.
+  completion boundary is exactly where generation starts. Text goes through the template too when
+  ``data.prompt_format`` says so (``auto``: whenever the tokenizer has a template): a string prompt
+  is one user turn (an HH-style transcript its turns) and a string completion the assistant's
+  answer; with ``plain`` (or no template) text is used as is. Sampling, training, reference
+  log-probs, reward-model judging and evaluation all tokenise through this class, so a prompt is
+  the same tokens in every stage (:func:`prompt_token_ids`, :func:`completion_token_ids`).
 * Prompt and completion are tokenised separately (as generation sees them) without special tokens;
   then the prompt gets exactly one BOS where the tokenizer uses one (a template that writes BOS
   itself does not get a second), and every completion ends with exactly one EOS (text a template
@@ -15,9 +20,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from alphapo.data.config import DataConfig
+from alphapo.data.config import DataConfig, PromptFormat
 from alphapo.data.formats import BadRow, Example, Text
 from alphapo.errors import ConfigError
 
@@ -45,6 +51,26 @@ class Tokenized:
         return self.prompt_truncated or self.completions_truncated > 0
 
 
+HUMAN_MARKER = "\n\nHuman:"
+"""The user-turn marker of HH-style transcripts (Anthropic HH-RLHF); ``data.turn_marker`` is the assistant's."""
+
+
+def transcript_turns(text: str, assistant_marker: str) -> list[dict[str, str]] | None:
+    """An HH-style transcript (``\\n\\nHuman: ... \\n\\nAssistant: ...``) as its turns, or None when
+    ``text`` is not one. A final empty assistant turn (the transcript's generation prompt) is dropped."""
+    if not text.startswith(HUMAN_MARKER) or assistant_marker not in text:
+        return None
+    pattern = f"({re.escape(HUMAN_MARKER)}|{re.escape(assistant_marker)})"
+    parts = re.split(pattern, text)[1:]  # [marker, content, marker, content, ...]
+    turns = [
+        {"role": "user" if marker == HUMAN_MARKER else "assistant", "content": content.strip()}
+        for marker, content in zip(parts[::2], parts[1::2], strict=True)
+    ]
+    if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns = turns[:-1]
+    return turns or None
+
+
 class Tokenization:
     """The tokenizer's conventions (BOS, EOS, chat template), probed once, applied to examples."""
 
@@ -58,6 +84,8 @@ class Tokenization:
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
         self.adds_bos = self.bos is not None and probe[:1] == [self.bos]
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        self.chat = uses_chat_template(tokenizer, cfg.prompt_format)
+        """Whether text prompts and completions go through the chat template (``data.prompt_format``)."""
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -65,7 +93,13 @@ class Tokenization:
     def _render_prompt(self, prompt: Text) -> str:
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
+    def user_turns(self, prompt: str) -> list[dict[str, str]]:
+        """A text prompt as a conversation: its transcript's turns, or one user turn."""
+        return transcript_turns(prompt, self.cfg.turn_marker) or [{"role": "user", "content": prompt}]
+
     def prompt_ids(self, prompt: Text, conversational: bool, field: str) -> list[int]:
+        if not conversational and self.chat:
+            prompt, conversational = self.user_turns(prompt), True
         if conversational:
             self._need_template(field)
             text = self._render_prompt(prompt)
@@ -80,6 +114,9 @@ class Tokenization:
         return ids
 
     def completion_ids(self, prompt: Text, completion: Text, conversational: bool, field: str) -> list[int]:
+        if not conversational and self.chat:
+            prompt, conversational = self.user_turns(prompt), True
+            completion = [{"role": "assistant", "content": completion.strip()}]
         if conversational:
             self._need_template(field)
             prefix = self._render_prompt(prompt)
@@ -140,3 +177,39 @@ class Tokenization:
             room = max(cfg.max_length - len(prompt), 0)
             completions = [c[:room] for c in completions]
         return Tokenized(prompt, completions, *before)
+
+
+def uses_chat_template(tokenizer, prompt_format: PromptFormat) -> bool:
+    """Whether text goes through ``tokenizer``'s chat template under ``prompt_format``."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_template:
+        raise ConfigError(
+            f"prompt_format=chat needs a tokenizer with a chat template; {type(tokenizer).__name__} has none "
+            "(use prompt_format=plain or auto)"
+        )
+    return prompt_format == "chat" or (prompt_format == "auto" and has_template)
+
+
+def prompt_token_ids(tokenizer, prompts: list[Text], prompt_format: PromptFormat = "auto") -> list[list[int]]:
+    """Token ids of each prompt as training tokenises it (text or conversation, ``prompt_format``),
+    ending where generation starts; no truncation."""
+    tokenization = Tokenization(tokenizer, DataConfig(prompt_format=prompt_format, max_length=None))
+    return [tokenization.prompt_ids(p, isinstance(p, list), "prompt") for p in prompts]
+
+
+def completion_token_ids(
+    tokenizer, prompts: list[Text], completions: list[Text], prompt_format: PromptFormat = "auto"
+) -> list[list[int]]:
+    """Token ids of each completion (ending with exactly one EOS) after its prompt, as training
+    tokenises it; a completion may be text after a conversation prompt (a sampled answer)."""
+    tokenization = Tokenization(tokenizer, DataConfig(prompt_format=prompt_format, max_length=None))
+    out = []
+    for prompt, completion in zip(prompts, completions, strict=True):
+        conversational = isinstance(prompt, list)
+        if isinstance(completion, str) and not completion.strip():  # the model ended at once: EOS alone
+            out.append([tokenization.eos])
+            continue
+        if conversational and isinstance(completion, str):
+            completion = [{"role": "assistant", "content": completion.strip()}]
+        out.append(tokenization.completion_ids(prompt, completion, conversational, "completion"))
+    return out

@@ -17,16 +17,25 @@ from pathlib import Path
 
 import torch
 
+from alphapo.data.config import PromptFormat
+from alphapo.data.stagefiles import read_jsonl, write_jsonl
+from alphapo.data.tokenize import completion_token_ids, prompt_token_ids
 from alphapo.errors import StageError
 from alphapo.eval.stats import bootstrap, paired_difference, win_rate
 from alphapo.files import write_json
 from alphapo.ops.model_logps import model_sequence_logps
-from alphapo.sample.generate import generate, load_for_generation, prompt_token_ids, read_jsonl, write_jsonl
+from alphapo.sample.generate import generate, load_for_generation
 from alphapo.tasks import extract_answer, gold_reward
 
 
 def greedy_records(
-    model, tokenizer, rows: list[dict], max_new_tokens: int, batch_size: int, label: str = "eval: greedy"
+    model,
+    tokenizer,
+    rows: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    label: str = "eval: greedy",
+    prompt_format: PromptFormat = "auto",
 ) -> list[dict]:
     responses = generate(
         model,
@@ -37,6 +46,7 @@ def greedy_records(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         progress=label,
+        prompt_format=prompt_format,
     )
     records = []
     for row, (response,) in zip(rows, responses, strict=True):
@@ -56,13 +66,21 @@ def greedy_records(
 
 @torch.no_grad()
 def sequence_logps_of(
-    model, tokenizer, prompts: list, responses: list[str], batch_size: int, label: str = "eval: log-probs"
+    model,
+    tokenizer,
+    prompts: list,
+    responses: list[str],
+    batch_size: int,
+    label: str = "eval: log-probs",
+    prompt_format: PromptFormat = "auto",
 ) -> torch.Tensor:
-    """[N] log-prob sums of each response (plus EOS) given its prompt, via the fused op."""
+    """[N] log-prob sums of each response (plus EOS) given its prompt, tokenised as training does, via
+    the fused op."""
     from alphapo.data.collate import Collator
     from alphapo.progress import Progress
 
-    prompt_ids = prompt_token_ids(tokenizer, prompts)
+    prompt_ids = prompt_token_ids(tokenizer, prompts, prompt_format)
+    completions = completion_token_ids(tokenizer, prompts, responses, prompt_format)
     collate = Collator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
     out = []
@@ -71,8 +89,7 @@ def sequence_logps_of(
         progress.advance(min(batch_size, len(prompts) - start))
         items = []
         for i in range(start, min(start + batch_size, len(prompts))):
-            completion = tokenizer(responses[i], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            items.append({"index": i, "prompt_ids": prompt_ids[i], "completion_ids": completion})
+            items.append({"index": i, "prompt_ids": prompt_ids[i], "completion_ids": completions[i]})
         batch = {k: v.to(device) for k, v in collate(items).items()}
         out.append(model_sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).logps)
     progress.close()
@@ -80,7 +97,16 @@ def sequence_logps_of(
 
 
 def kl_estimate(
-    policy, baseline, tokenizer, rows, samples: int, max_new_tokens: int, batch_size: int, seed: int, split: str = ""
+    policy,
+    baseline,
+    tokenizer,
+    rows,
+    samples: int,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    split: str = "",
+    prompt_format: PromptFormat = "auto",
 ):
     """Per-prompt mean of log policy(y) - log baseline(y) over ``samples`` draws y ~ policy."""
     prompts = [r["prompt"] for r in rows]
@@ -94,12 +120,14 @@ def kl_estimate(
         batch_size=batch_size,
         seed=seed,
         progress=f"eval {split}: KL samples",
+        prompt_format=prompt_format,
     )
     flat_prompts = [p for p, ys in zip(prompts, drawn, strict=True) for _ in ys]
     flat = [y for ys in drawn for y in ys]
-    diff = sequence_logps_of(
-        policy, tokenizer, flat_prompts, flat, batch_size, f"eval {split}: policy log-probs"
-    ) - sequence_logps_of(baseline, tokenizer, flat_prompts, flat, batch_size, f"eval {split}: baseline log-probs")
+    args = (tokenizer, flat_prompts, flat, batch_size)
+    diff = sequence_logps_of(policy, *args, f"eval {split}: policy log-probs", prompt_format) - sequence_logps_of(
+        baseline, *args, f"eval {split}: baseline log-probs", prompt_format
+    )
     return diff.view(len(rows), samples).mean(dim=1).tolist()
 
 
@@ -126,6 +154,7 @@ def evaluate(
     seed: int = 0,
     max_prompts: int | None = None,
     baseline_eval: str | Path | None = None,
+    prompt_format: PromptFormat = "auto",
 ) -> dict:
     """Evaluate ``model_dir`` against ``baseline_dir``; writes ``metrics.json`` and generations.
 
@@ -139,10 +168,11 @@ def evaluate(
     for path in prompt_files:
         split = Path(path).name.split(".")[0]
         rows = read_jsonl(path, "eval", required=("prompt", "answer"))[:max_prompts]
-        mine = greedy_records(policy, tokenizer, rows, max_new_tokens, batch_size, f"eval {split}: greedy")
+        args = (tokenizer, rows, max_new_tokens, batch_size)
+        mine = greedy_records(policy, *args, f"eval {split}: greedy", prompt_format)
         theirs = mine if same else _stored_records(baseline_eval, split, rows)
         if theirs is None:
-            theirs = greedy_records(baseline, tokenizer, rows, max_new_tokens, batch_size, f"eval {split}: baseline")
+            theirs = greedy_records(baseline, *args, f"eval {split}: baseline", prompt_format)
         gold = [r["gold_reward"] for r in mine]
         correct = [float(r["correct"]) for r in mine]
         base_gold = [r["gold_reward"] for r in theirs]
@@ -150,7 +180,9 @@ def evaluate(
         kl = (
             [0.0] * len(rows)
             if same
-            else kl_estimate(policy, baseline, tokenizer, rows, kl_samples, max_new_tokens, batch_size, seed, split)
+            else kl_estimate(
+                policy, baseline, tokenizer, rows, kl_samples, max_new_tokens, batch_size, seed, split, prompt_format
+            )
         )
         for record, value in zip(mine, kl, strict=True):
             record["kl"] = value

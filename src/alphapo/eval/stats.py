@@ -46,6 +46,27 @@ def bootstrap(values: Sequence[float], *, resamples: int = 2000, level: float = 
     return Estimate(float(data.mean()), float(low), float(high), int(data.size), level)
 
 
+def bootstrap_ratio(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """``sum(numerators) / sum(denominators)`` (e.g. instructions followed over instructions given) with
+    a percentile bootstrap interval that resamples the units (prompts) the pairs belong to."""
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    if num.size == 0 or num.shape != den.shape:
+        raise ValueError(f"bootstrap_ratio needs two samples of one non-zero size, got {num.shape} and {den.shape}")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, num.size, size=(resamples, num.size))
+    ratios = num[picks].sum(axis=1) / np.maximum(den[picks].sum(axis=1), 1e-300)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return Estimate(float(num.sum() / den.sum()), float(low), float(high), int(num.size), level)
+
+
 def win_outcomes(policy: Sequence[float], baseline: Sequence[float]) -> list[float]:
     """Per prompt: 1 if the policy's score is higher, 0.5 on a tie, 0 if lower."""
     if len(policy) != len(baseline):

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from alphapo.data.stagefiles import read_jsonl, write_jsonl
 from alphapo.errors import StageError
 from alphapo.files import write_json
-from alphapo.sample.generate import read_jsonl, write_jsonl
 
 Strategy = Literal["best_worst", "best_random", "rank", "all_above_gap", "rso"]
 STRATEGIES = ("best_worst", "best_random", "rank", "all_above_gap", "rso")

@@ -8,7 +8,8 @@ completion). Judges:
 
 * ``gold``: the embedded task's computed reward; rows must carry the task's ``answer``.
 * a Hugging Face sequence-classification reward model from a local directory (one logit: the
-  reward), scoring ``prompt + completion`` as training would tokenise them, in batches.
+  reward), scoring ``prompt + completion`` as training would tokenise them (through the reward
+  model's chat template when it has one, ``prompt_format``), in batches.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from alphapo.data.config import PromptFormat
+from alphapo.data.stagefiles import read_jsonl, write_jsonl
+from alphapo.data.tokenize import completion_token_ids, prompt_token_ids
 from alphapo.errors import StageError
-from alphapo.sample.generate import prompt_token_ids, read_jsonl, write_jsonl
 from alphapo.tasks import gold_reward
 
 
@@ -56,17 +59,19 @@ def load_reward_model(path: str | Path):
 
 
 @torch.no_grad()
-def reward_model_scores(path: str | Path, rows: list[dict], batch_size: int = 32) -> list[list[float]]:
+def reward_model_scores(
+    path: str | Path, rows: list[dict], batch_size: int = 32, prompt_format: PromptFormat = "auto"
+) -> list[list[float]]:
     model, tokenizer = load_reward_model(path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    prompts = prompt_token_ids(tokenizer, [r["prompt"] for r in rows])
-    sequences = []
-    for prompt, row in zip(prompts, rows, strict=True):
-        for completion in row["completions"]:
-            text = completion if isinstance(completion, str) else completion[-1]["content"]
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            sequences.append(prompt + ids)
+    prompts = [r["prompt"] for r in rows]
+    prompt_ids = prompt_token_ids(tokenizer, prompts, prompt_format)
+    flat_prompts = [(i, p) for i, (p, row) in enumerate(zip(prompts, rows, strict=True)) for _ in row["completions"]]
+    completions = completion_token_ids(
+        tokenizer, [p for _, p in flat_prompts], [c for row in rows for c in row["completions"]], prompt_format
+    )
+    sequences = [prompt_ids[i] + ids for (i, _), ids in zip(flat_prompts, completions, strict=True)]
     flat: list[float] = []
     pad = tokenizer.pad_token_id
     for start in range(0, len(sequences), batch_size):
@@ -84,9 +89,17 @@ def reward_model_scores(path: str | Path, rows: list[dict], batch_size: int = 32
     return scores
 
 
-def judge_file(samples_path: str | Path, out_path: str | Path, reward_model: str | None = None) -> int:
+def judge_file(
+    samples_path: str | Path,
+    out_path: str | Path,
+    reward_model: str | None = None,
+    prompt_format: PromptFormat = "auto",
+) -> int:
     """Score ``samples_path`` into ``out_path`` with the gold judge or ``reward_model``; returns rows."""
     rows = read_jsonl(samples_path, "judge", required=("prompt", "completions"))
-    scores = reward_model_scores(reward_model, rows) if reward_model else gold_scores(rows, str(samples_path))
+    if reward_model:
+        scores = reward_model_scores(reward_model, rows, prompt_format=prompt_format)
+    else:
+        scores = gold_scores(rows, str(samples_path))
     write_jsonl(out_path, ({**row, "scores": s} for row, s in zip(rows, scores, strict=True)))
     return len(rows)

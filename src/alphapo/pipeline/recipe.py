@@ -103,6 +103,10 @@ class RecipeConfig(_Strict):
     kind: Literal["pipeline"] = "pipeline"
     out: str = "alphapo-run"
     seed: int = 0
+    prompt_format: Literal["auto", "chat", "plain"] = "auto"
+    """How text prompts are rendered in every stage (sampling, judging with a reward model, training,
+    evaluation): ``auto`` through the tokenizer's chat template when it has one, ``chat`` always,
+    ``plain`` as is (``data.prompt_format``). The embedded task's model was trained on plain text."""
     rounds: int = Field(default=1, gt=0)
     """Rounds of on-policy training: round r samples from round r-1's policy (round 1 from the SFT
     model), judges, pairs and trains from it (Iterative DPO / RPO, the SimPO recipe repeated); each

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from alphapo.config import validate
+from alphapo.data.stagefiles import write_jsonl
 from alphapo.errors import StageError
 from alphapo.pipeline.recipe import RecipeConfig
 from alphapo.pipeline.stages import Stages
-from alphapo.sample.generate import write_jsonl
 
 BUILTIN_SFT = "assets/demo/sft"
 EVAL_SPLITS = ("heldout", "noop", "unseen_templates")
@@ -91,7 +91,11 @@ class Pipeline:
         base = {
             "task": "sft",
             "tokenizer": str(self.out / "tokenizer"),
-            "data": {"paths": [str(self.data / "sft.jsonl")], "cache_dir": str(self.out / "cache")},
+            "data": {
+                "paths": [str(self.data / "sft.jsonl")],
+                "cache_dir": str(self.out / "cache"),
+                "prompt_format": self.cfg.prompt_format,
+            },
             "output_dir": str(self.out / "sft"),
             "resume": True,
             "resume_mismatch": "fresh",
@@ -99,8 +103,8 @@ class Pipeline:
         return deep_merge(base, self.cfg.sft.recipe)
 
     def run_sft(self) -> None:
+        from alphapo.data.stagefiles import read_jsonl
         from alphapo.models import train_bpe_tokenizer
-        from alphapo.sample.generate import read_jsonl
         from alphapo.train import TrainConfig, train
 
         rows = read_jsonl(self.data / "sft.jsonl", "sft", required=("prompt", "completion"))
@@ -144,6 +148,7 @@ class Pipeline:
             "data": {
                 "paths": [str(self.pairs_dir(name, seed, round) / "pairs.jsonl")],
                 "cache_dir": str(self.out / "cache"),
+                "prompt_format": self.cfg.prompt_format,
             },
             "output_dir": str(self.run_dir(name, seed, round=round)),
             "resume": True,
@@ -206,7 +211,7 @@ class Pipeline:
         cfg, stages, s = self.cfg, self.stages, self.cfg.sample
         stages.run(
             f"sample{tag}",
-            {**s.model_dump(), "seed": cfg.seed},
+            {**s.model_dump(), "seed": cfg.seed, "prompt_format": cfg.prompt_format},
             [policy, prompts],
             [folder / "samples.jsonl"],
             lambda: sample_file(
@@ -219,15 +224,16 @@ class Pipeline:
                 max_new_tokens=s.max_new_tokens,
                 batch_size=s.batch_size,
                 seed=cfg.seed,
+                prompt_format=cfg.prompt_format,
             ),
         )
         rm = cfg.judge.reward_model
         stages.run(
             f"judge{tag}",
-            {"reward_model": rm},
+            {"reward_model": rm} | ({"prompt_format": cfg.prompt_format} if rm else {}),
             [folder / "samples.jsonl"] + ([Path(rm)] if rm else []),
             [folder / "judged.jsonl"],
-            lambda: judge_file(folder / "samples.jsonl", folder / "judged.jsonl", rm),
+            lambda: judge_file(folder / "samples.jsonl", folder / "judged.jsonl", rm, cfg.prompt_format),
         )
         stages.run(
             f"pair{tag}",
@@ -277,8 +283,13 @@ class Pipeline:
             )
         sft_eval = self.out / "eval" / "sft"
         evals = [("sft", cfg.seed)] if round == 1 else []
-        settings = {**e.model_dump(), "seed": cfg.seed}
-        kwargs = {"kl_samples": e.kl_samples, "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size}
+        settings = {**e.model_dump(), "seed": cfg.seed, "prompt_format": cfg.prompt_format}
+        kwargs = {
+            "kl_samples": e.kl_samples,
+            "max_new_tokens": e.max_new_tokens,
+            "batch_size": e.batch_size,
+            "prompt_format": cfg.prompt_format,
+        }
         for name, seed in [*evals, *runs]:
             model = sft if name == "sft" else self.run_dir(name, seed, round=round) / "model"
             target = sft_eval if name == "sft" else self.run_dir(name, seed, self.out / "eval", round)
@@ -318,7 +329,7 @@ class Pipeline:
         target = self.out / f"round{round}" / "prompts.jsonl"
 
         def write() -> None:
-            from alphapo.sample.generate import read_jsonl
+            from alphapo.data.stagefiles import read_jsonl
             from alphapo.tasks import make_split
 
             if self.cfg.task is not None:

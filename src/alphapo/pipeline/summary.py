@@ -19,9 +19,9 @@ import json
 import statistics
 from pathlib import Path
 
+from alphapo.data.stagefiles import read_jsonl
 from alphapo.eval.stats import bootstrap, paired_difference, seed_and_prompt_difference, win_outcomes
 from alphapo.files import write_json
-from alphapo.sample.generate import read_jsonl
 
 REFERENCE_METHOD = "simpo"
 SCORES = ("correct", "gold_reward", "kl")

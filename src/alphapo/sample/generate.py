@@ -4,64 +4,37 @@
 
 Prompts are JSONL rows with a ``prompt`` (text or a conversation); every other field (an ``id``, the
 task's ``answer``) is carried through to the output, where each row gains ``completions`` (K strings).
-Prompts are tokenised exactly as training tokenises them (one BOS, the chat template's generation
-prompt for conversations). Generation is batched Hugging Face ``generate`` with the KV cache, left
-padding and a seed, so a run is reproducible; with vLLM installed and a GPU present, vLLM is used.
+Prompts are tokenised exactly as training tokenises them (one BOS; through the chat template for
+conversations, and for text prompts when the tokenizer has one: ``--prompt-format``). Generation is
+batched Hugging Face ``generate`` with the KV cache, left padding and a seed, so a run is
+reproducible; with vLLM installed and a GPU present, vLLM is used. A ``.gguf`` file works as
+``--model`` (dequantised once into a cached directory).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alphapo import files
-from alphapo.data.config import DataConfig
-from alphapo.data.tokenize import Tokenization
+from alphapo.data.config import PromptFormat
+from alphapo.data.stagefiles import read_jsonl, write_jsonl
+from alphapo.data.tokenize import prompt_token_ids
 from alphapo.errors import StageError
 from alphapo.progress import Progress
 
 
-def read_jsonl(path: str | Path, stage: str, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Rows of a stage's input file (JSONL, or any format the data layer reads); a clear error naming
-    the stage, file, row and field when one is unusable."""
-    from alphapo.data.readers import UnreadableRow, read_rows
-    from alphapo.errors import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise StageError(f"{stage}: input file {path} does not exist (did the previous stage run?)")
-    rows = []
-    try:
-        for number, row in read_rows(str(path)):
-            if isinstance(row, UnreadableRow):
-                raise StageError(f"{stage}: {path}: row {number}: {row.reason}")
-            for field in required:
-                if field not in row:
-                    raise StageError(f"{stage}: {path}: row {number}: missing field {field!r}")
-            rows.append(row)
-    except DataError as err:
-        raise StageError(f"{stage}: {err}") from None
-    if not rows:
-        raise StageError(f"{stage}: {path} has no rows")
-    return rows
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write rows atomically (temporary file, then rename)."""
-    files.write_jsonl(path, rows)
-
-
 def load_for_generation(model_dir: str | Path, stage: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer) from a ``save_pretrained`` directory, ready to generate."""
+    """(model, tokenizer) from a ``save_pretrained`` directory (or a ``.gguf`` file, dequantised
+    once into a cached directory), ready to generate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from alphapo.errors import ConfigError
-    from alphapo.train.setup import check_model_dir
+    from alphapo.models.sources import check_model_dir, resolve_model_source
 
     try:
+        model_dir = resolve_model_source(str(model_dir), f"{stage} --model")
         check_model_dir(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
@@ -73,12 +46,6 @@ def load_for_generation(model_dir: str | Path, stage: str, dtype: torch.dtype = 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def prompt_token_ids(tokenizer, prompts: list[Any]) -> list[list[int]]:
-    """Token ids of each prompt, by the training rules (text or conversation)."""
-    tokenization = Tokenization(tokenizer, DataConfig())
-    return [tokenization.prompt_ids(p, isinstance(p, list), "prompt") for p in prompts]
 
 
 @torch.no_grad()
@@ -94,12 +61,21 @@ def generate(
     batch_size: int = 64,
     seed: int = 0,
     progress: str | None = None,
+    prompt_format: PromptFormat = "auto",
+    on_batch=None,
 ) -> list[list[str]]:
     """``k`` completions (decoded text) for each prompt. ``temperature == 0`` is greedy decoding.
-    ``progress``: a label to report progress under (a bar on a terminal, periodic lines in a log)."""
+    ``progress``: a label to report progress under (a bar on a terminal, periodic lines in a log, with
+    new tokens/s). ``prompt_format``: how text prompts are rendered (see ``data.prompt_format``).
+    ``on_batch(indices, texts, new_tokens, ended)``: called after each batch with, per prompt, its
+    index, its ``k`` completions, their generated token counts and whether each ended with EOS (for
+    writing answers as they come).
+
+    Prompts are generated longest first in batches of similar length (less padding); a batch stops
+    when every row has ended (EOS) or reached ``max_new_tokens``."""
     if temperature == 0 and k != 1:
         raise StageError("sample: greedy decoding (temperature 0) gives one completion per prompt: set k=1")
-    ids = prompt_token_ids(tokenizer, prompts)
+    ids = prompt_token_ids(tokenizer, prompts, prompt_format)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths together: less padding
     out: list[list[str]] = [[] for _ in ids]
     generator_state = torch.random.get_rng_state()
@@ -127,14 +103,33 @@ def generate(
                 eos_token_id=tokenizer.eos_token_id,
                 **sampling,
             )
-            texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
-            for j, i in enumerate(order[start : start + batch_size]):
+            new = generated[:, width:]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            counts, ended = new_token_counts(new, tokenizer.eos_token_id)
+            indices = order[start : start + batch_size]
+            for j, i in enumerate(indices):
                 out[i] = texts[j * k : (j + 1) * k]
-            bar.advance(len(batch))
+            if on_batch is not None:
+                per_prompt = [slice(j * k, (j + 1) * k) for j in range(len(indices))]
+                on_batch(
+                    indices, [out[i] for i in indices], [counts[s] for s in per_prompt], [ended[s] for s in per_prompt]
+                )
+            bar.advance(len(batch), new_tokens=sum(counts))
     finally:
         torch.random.set_rng_state(generator_state)
         bar.close()
     return out
+
+
+def new_token_counts(new: torch.Tensor, eos: int | None) -> tuple[list[int], list[bool]]:
+    """Per row of ``new`` [R, N] (generated ids): tokens generated, up to and including its first EOS
+    (all N when none), and whether it ended with EOS (False: cut at ``max_new_tokens``)."""
+    if eos is None or new.shape[1] == 0:
+        return [new.shape[1]] * new.shape[0], [False] * new.shape[0]
+    hit = new == eos
+    ended = hit.any(dim=1)
+    first = torch.where(ended, hit.int().argmax(dim=1) + 1, torch.full_like(ended, new.shape[1], dtype=torch.long))
+    return first.tolist(), ended.tolist()
 
 
 def _vllm_available() -> bool:
@@ -147,12 +142,14 @@ def _vllm_available() -> bool:
     return True
 
 
-def _generate_vllm(model_dir, prompts, tokenizer, *, k, temperature, top_p, max_new_tokens, seed) -> list[list[str]]:
+def _generate_vllm(
+    model_dir, prompts, tokenizer, *, k, temperature, top_p, max_new_tokens, seed, prompt_format
+) -> list[list[str]]:
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=str(model_dir), seed=seed)
     params = SamplingParams(n=k, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed)
-    requests = [{"prompt_token_ids": ids} for ids in prompt_token_ids(tokenizer, prompts)]
+    requests = [{"prompt_token_ids": ids} for ids in prompt_token_ids(tokenizer, prompts, prompt_format)]
     return [[c.text for c in r.outputs] for r in llm.generate(requests, params)]
 
 
@@ -168,6 +165,7 @@ def sample_file(
     batch_size: int = 64,
     seed: int = 0,
     engine: str = "auto",
+    prompt_format: PromptFormat = "auto",
 ) -> int:
     """Sample ``k`` completions for every prompt of ``prompts_path`` into ``out_path``; returns rows."""
     rows = read_jsonl(prompts_path, "sample", required=("prompt",))
@@ -175,6 +173,9 @@ def sample_file(
     if use_vllm:
         from transformers import AutoTokenizer
 
+        from alphapo.models.sources import resolve_model_source
+
+        model_dir = resolve_model_source(str(model_dir), "sample --model")
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         completions = _generate_vllm(
             model_dir,
@@ -185,6 +186,7 @@ def sample_file(
             top_p=top_p,
             max_new_tokens=max_new_tokens,
             seed=seed,
+            prompt_format=prompt_format,
         )
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -200,6 +202,7 @@ def sample_file(
             batch_size=batch_size,
             seed=seed,
             progress="sample",
+            prompt_format=prompt_format,
         )
     write_jsonl(out_path, ({**row, "completions": c} for row, c in zip(rows, completions, strict=True)))
     return len(rows)

@@ -36,7 +36,8 @@ class FrontierProbe:
         out: Path,
         cfg: RecipeConfig,
     ):
-        from alphapo.sample.generate import load_for_generation, read_jsonl
+        from alphapo.data.stagefiles import read_jsonl
+        from alphapo.sample.generate import load_for_generation
 
         self.baseline, self.tokenizer = load_for_generation(sft_dir, "sweep")
         self.rows = read_jsonl(prompts_file, "sweep", required=("prompt", "answer"))[:n]
@@ -47,11 +48,20 @@ class FrontierProbe:
         from alphapo.eval.evaluate import greedy_records, kl_estimate
 
         e = self.cfg.eval
-        records = greedy_records(policy, self.tokenizer, self.rows, e.max_new_tokens, e.batch_size)
+        fmt = self.cfg.prompt_format
+        records = greedy_records(policy, self.tokenizer, self.rows, e.max_new_tokens, e.batch_size, prompt_format=fmt)
         kl = 0.0
         if policy is not self.baseline:
             per_prompt = kl_estimate(
-                policy, self.baseline, self.tokenizer, self.rows, e.kl_samples, e.max_new_tokens, e.batch_size, step
+                policy,
+                self.baseline,
+                self.tokenizer,
+                self.rows,
+                e.kl_samples,
+                e.max_new_tokens,
+                e.batch_size,
+                step,
+                prompt_format=fmt,
             )
             kl = sum(per_prompt) / len(per_prompt)
         record = {
@@ -163,6 +173,7 @@ def run_sweep(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
                 max_new_tokens=e.max_new_tokens,
                 batch_size=e.batch_size,
                 seed=cfg.seed,
+                prompt_format=cfg.prompt_format,
             )
 
         pipeline.stages.run(

@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import re
 from pathlib import Path
 
 import torch
 
 from alphapo.errors import ConfigError
 from alphapo.log import logger
+from alphapo.models.sources import check_model_dir, resolve_model_source
 from alphapo.models.tiny import build_tiny_model
 from alphapo.train.config import TrainConfig
-
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "adapter_model.safetensors")
-
-
-def check_model_dir(path: str | Path, what: str = "model") -> Path:
-    """``path`` if it is a model directory (config + weights), else a :class:`ConfigError` saying why."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ConfigError(f"{what} directory {path} does not exist")
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise ConfigError(f"{what} directory {path} has no config.json: not a saved Hugging Face model")
-    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
-        raise ConfigError(f"{what} directory {path} has no weights (*.safetensors or pytorch_model*.bin)")
-    return path
 
 
 def load_tokenizer(cfg: TrainConfig):
@@ -119,7 +104,8 @@ def disable_dropout(model) -> None:
 
 
 def local_sources(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with hub ids in model.path, tokenizer and reference.path(s) replaced by local snapshots."""
+    """``cfg`` with hub ids and ``.gguf`` files in model.path, tokenizer and reference.path(s) replaced by
+    local directories (hub snapshots; GGUF files dequantised once into a cached directory)."""
     ref = cfg.reference
     update = {
         "model": cfg.model.model_copy(update={"path": resolve_model_source(cfg.model.path)}),
@@ -132,29 +118,6 @@ def local_sources(cfg: TrainConfig) -> TrainConfig:
         ),
     }
     return cfg.model_copy(update=update)
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def resolve_model_source(source: str | None, what: str = "model.path") -> str | None:
-    """A local directory for ``source``: itself when it exists, else (when it reads as a Hugging Face
-    hub id, ``org/name``) the hub snapshot from the local cache or a download. Offline or not found,
-    a :class:`ConfigError` that says so and how to get the files."""
-    if source is None or Path(source).exists() or not HUB_ID.match(source):
-        return source
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(source)
-    except Exception as err:  # offline, gated, or no such repository
-        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-        why = "offline (HF_HUB_OFFLINE is set)" if offline else f"{type(err).__name__}: {str(err).splitlines()[0]}"
-        raise ConfigError(
-            f"{what}={source!r} is not a local directory, so it was taken as a Hugging Face hub id, and it is not in "
-            f"the local cache and could not be downloaded ({why}). Download it where there is internet "
-            f"(`hf download {source} --local-dir DIR`) and set {what}=DIR."
-        ) from None
 
 
 def add_lora(cfg: TrainConfig, model):
