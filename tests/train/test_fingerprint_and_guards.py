@@ -61,6 +61,31 @@ def test_resume_refused_on_changed_data_or_model(assets, tmp_path):
         train(make_config(assets, out, resume=True, model={"path": str(other)}, **RUN))
 
 
+@pytest.mark.parametrize("change", ["chat_template", "vocabulary"])
+def test_resume_refused_with_another_tokenizer_or_chat_template(assets, tmp_path, change):
+    """The tokenizer is part of the data's content key: a checkpoint trained on one tokenisation is
+    never continued on another (the data files and every setting unchanged)."""
+    from transformers import AutoTokenizer
+
+    from alphapo.models import train_bpe_tokenizer
+
+    out = tmp_path / "run"
+    chat = {"data": {"paths": [assets["pairs"]], "max_length": 64, "max_prompt_length": 32, "prompt_format": "auto"}}
+    _interrupted(assets, out, tokenizer=assets["tokenizer"], **chat)
+    other = tmp_path / "other-tokenizer"
+    if change == "chat_template":
+        tokenizer = AutoTokenizer.from_pretrained(assets["tokenizer"])
+        tokenizer.chat_template = "{{ bos_token }}" + tokenizer.chat_template  # one token more per prompt
+    else:  # the same vocabulary, but a tokenizer that adds no BOS: other token ids for every row
+        base = AutoTokenizer.from_pretrained(assets["tokenizer"])
+        texts = [json.dumps(json.loads(line)) for line in Path(assets["pairs"]).read_text().splitlines()] * 5
+        tokenizer = train_bpe_tokenizer(texts, vocab_size=200, add_bos=False)
+        assert len(tokenizer) == len(base) and tokenizer("a")["input_ids"] != base("a")["input_ids"]
+    tokenizer.save_pretrained(other)
+    with pytest.raises(ConfigError, match=r"data: the training data \(content, tokenizer or data settings\) changed"):
+        train(make_config(assets, out, resume=True, tokenizer=str(other), **{**RUN, **chat}))
+
+
 def test_resume_accepted_unchanged_and_on_safe_settings(assets, tmp_path):
     full = train(make_config(assets, tmp_path / "full", **RUN))
     out = tmp_path / "run"
