@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alphapo.config import validate
-from alphapo.pipeline.recipe import RecipeConfig
+from alphapo.pipeline.recipe import IFEvalSpec, RecipeConfig
 from alphapo.pipeline.run import Pipeline
 
 TINY = {
@@ -74,6 +74,7 @@ def test_run_with_seeds_summarises_every_run_by_value(tmp_path):
     out = tmp_path / "run"
     recipe = micro_recipe(out, seeds=2, methods=SHAPE_METHODS)
     recipe.method_defaults["diagnostics"] = {"displacement": "dataset"}
+    recipe.eval.ifeval = IFEvalSpec(limit=4, max_new_tokens=6, batch_size=4)
     summary = Pipeline(recipe, quiet=True).run()
     stored = json.loads((out / "summary.json").read_text())
     assert stored["methods"]["alphapo"]["accuracy"] == summary["methods"]["alphapo"]["accuracy"]
@@ -125,6 +126,15 @@ def test_run_with_seeds_summarises_every_run_by_value(tmp_path):
     assert low_len <= heldout["mean_length"] <= high_len
     assert f"{heldout['mean_length']:.1f} [{low_len:.1f}, {high_len:.1f}]" in report
     assert f"{heldout['kl_to_sft']:.3f} [{heldout['kl_ci'][0]:.3f}, {heldout['kl_ci'][1]:.3f}]" in report
+    # IFEval (eval.ifeval) for every model: means over seeds, paired against SFT, in the report
+    ifeval = stored["ifeval"]
+    assert set(ifeval) == {"sft", "alphapo", "simpo", "dpo"} and ifeval["sft"]["prompts"] == 4
+    runs = [_generations(out / "eval" / "dpo" / f"seed{s}" / "ifeval" / "ifeval-model.jsonl") for s in (0, 1)]
+    strict = sum(r["prompt_strict"] for run in runs for r in run) / 8
+    assert ifeval["dpo"]["prompt_strict"]["mean"] == pytest.approx(strict)
+    base = sum(r["prompt_strict"] for r in _generations(out / "eval" / "sft" / "ifeval" / "ifeval-model.jsonl")) / 4
+    assert ifeval["dpo"]["prompt_strict_vs_sft"]["mean"] == pytest.approx(strict - base)
+    assert "## IFEval" in report and "prompt strict vs SFT" in report
 
 
 def weights_differ(a, b):

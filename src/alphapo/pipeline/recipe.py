@@ -93,10 +93,22 @@ class PairSpec(_Strict):
         return PairOptions(**self.model_dump(), seed=seed)
 
 
+class IFEvalSpec(_Strict):
+    """IFEval for every model of the run (``alphapo eval --benchmark ifeval``): the first ``limit``
+    prompts (None: all 541), greedy, at most ``max_new_tokens`` new tokens."""
+
+    limit: int | None = Field(default=None, gt=0)
+    max_new_tokens: int = Field(default=512, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+
+
 class EvalSpec(_Strict):
     kl_samples: int = Field(default=2, ge=1)
     max_new_tokens: int = Field(default=40, gt=0)
     batch_size: int = Field(default=128, gt=0)
+    ifeval: IFEvalSpec | None = None
+    """Also evaluate every model on IFEval (``eval.ifeval: {limit: 100}``); the summary and report give
+    the four numbers and each method's paired difference from the starting model."""
 
 
 class RecipeConfig(_Strict):

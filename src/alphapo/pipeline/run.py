@@ -302,6 +302,8 @@ class Pipeline:
                     model, sft, eval_files, target, **kwargs, seed=cfg.seed, baseline_eval=sft_eval
                 ),
             )
+            if e.ifeval is not None:
+                self.run_ifeval(model, target / "ifeval", self.stage_name("ifeval", name, seed, round))
             if round > 1:
                 previous = self.run_dir(name, seed, round=round - 1) / "model"
                 stages.run(
@@ -319,6 +321,27 @@ class Pipeline:
                         max_prompts=ROUND_KL_PROMPTS,
                     ),
                 )
+
+    def run_ifeval(self, model: Path, target: Path, stage: str) -> None:
+        """IFEval for ``model`` into ``target`` (answers resume inside the stage after a kill)."""
+        from alphapo.eval.benchmark import run_ifeval
+
+        spec, cfg = self.cfg.eval.ifeval, self.cfg
+        self.stages.run(
+            stage,
+            {**spec.model_dump(), "prompt_format": cfg.prompt_format, "seed": cfg.seed},
+            [model],
+            [target / "metrics.json"],
+            lambda: run_ifeval(
+                model,
+                target,
+                limit=spec.limit,
+                max_new_tokens=spec.max_new_tokens,
+                batch_size=spec.batch_size,
+                prompt_format=cfg.prompt_format,
+                seed=cfg.seed,
+            ),
+        )
 
     def round_prompts(self, round: int) -> Path:
         """Round ``round``'s prompts: the same as round 1's (``round_prompts: reuse``) or new ones

@@ -195,6 +195,48 @@ def round_summaries(pipeline, splits: list[str], records_by_round: list[dict]) -
     return out
 
 
+def ifeval_summary(pipeline, names: list[str], round: int) -> dict | None:
+    """Per model: the IFEval numbers (means over seeds, with the intervals over prompts of the
+    seed-averaged per-prompt values) and the paired difference from the SFT model on the same prompts."""
+    from alphapo.eval.stats import bootstrap_ratio
+
+    if pipeline.cfg.eval.ifeval is None:
+        return None
+    eval_root = pipeline.out / "eval"
+
+    def verdicts(name: str) -> list[list[dict]]:
+        dirs = (
+            [eval_root / "sft"]
+            if name == "sft"
+            else [pipeline.run_dir(name, s, eval_root, round) for s in pipeline.seeds()]
+        )
+        return [read_jsonl(d / "ifeval" / "ifeval-model.jsonl", "summary") for d in dirs]
+
+    sft = verdicts("sft")[0]
+    seed = pipeline.cfg.seed
+    out = {}
+    for name in names:
+        runs = verdicts(name)
+        per_prompt = {
+            "prompt_strict": _mean_over_seeds([[float(v["prompt_strict"]) for v in run] for run in runs]),
+            "prompt_loose": _mean_over_seeds([[float(v["prompt_loose"]) for v in run] for run in runs]),
+        }
+        entry = {"prompts": len(sft)}
+        for key, values in per_prompt.items():
+            entry[key] = bootstrap(values, seed=seed).to_json()
+        for mode in ("strict", "loose"):
+            followed = _mean_over_seeds([[float(sum(v[mode])) for v in run] for run in runs])
+            entry[f"instruction_{mode}"] = bootstrap_ratio(
+                followed, [float(len(v[mode])) for v in sft], seed=seed
+            ).to_json()
+        entry["mean_length"] = statistics.fmean(statistics.fmean(v["new_tokens"] for v in run) for run in runs)
+        if name != "sft":
+            base = [float(v["prompt_strict"]) for v in sft]
+            entry["prompt_strict_vs_sft"] = paired_difference(per_prompt["prompt_strict"], base, seed=seed).to_json()
+        out[name] = entry
+    return out
+
+
 def write_summary(pipeline, wall_time: float) -> dict:
     """Build ``summary.json`` for ``pipeline``'s finished run (see the module docstring) and write it.
     With several rounds, ``methods`` holds the last round's policies and ``rounds`` every round."""
@@ -236,6 +278,7 @@ def write_summary(pipeline, wall_time: float) -> dict:
         "primary_split": splits[0],
         "seeds": seeds,
         "rounds": round_summaries(pipeline, splits, records_by_round) if cfg.rounds > 1 else None,
+        "ifeval": ifeval_summary(pipeline, names, cfg.rounds),
         "comparisons": {"reference": REFERENCE_METHOD, "methods": comparisons} if comparisons else None,
         "reward_scale": json.loads(scale_file.read_text()) if scale_file else None,
         "pairs": json.loads(stats_file.read_text()) if stats_file.is_file() else None,

@@ -80,6 +80,35 @@ def results_table(summary: dict, split: str) -> str:
     return "\n".join(rows)
 
 
+def ifeval_section(results: dict | None) -> list[str]:
+    """The IFEval table: the four numbers per model and each method's prompt-level strict difference
+    from the starting model (paired over the same prompts)."""
+    if not results:
+        return []
+
+    def cell(e: dict) -> str:
+        return f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
+    n = next(iter(results.values()))["prompts"]
+    lines = [
+        "## IFEval",
+        "",
+        f"{n} IFEval prompts, greedy answers; 95% bootstrap intervals over prompts (means over seeds).",
+        "",
+        "| model | prompt strict | instruction strict | prompt loose | instruction loose | prompt strict vs SFT | "
+        "mean length (tokens) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        diff = r.get("prompt_strict_vs_sft")
+        versus = "-" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+        numbers = " | ".join(
+            cell(r[k]) for k in ("prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose")
+        )
+        lines.append(f"| {name} | {numbers} | {versus} | {r['mean_length']:.0f} |")
+    return [*lines, ""]
+
+
 def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     run_dir = Path(run_dir)
     if summary is None and is_training_run(run_dir):
@@ -117,6 +146,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     for split in summary["methods"]["sft"]["by_split"]:
         lines += [f"## Results: {split} prompts", "", results_table(summary, split), ""]
     lines += ["![results](plots/results.png)", ""]
+    lines += ifeval_section(summary.get("ifeval"))
     if summary.get("rounds") and plot_rounds(summary, plots / "rounds.png"):
         lines += rounds_section(summary)
     rows = shape_rows(summary)
