@@ -1,7 +1,7 @@
 """Check: on a real model, alphapo's fused log-probs equal transformers' own logits-based values.
 
     python benchmarks/real_model_logps.py                          # SmolLM2-135M-Instruct (alphapo models get)
-    python benchmarks/real_model_logps.py --model DIR_OR_GGUF --rows 16 --data ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz
+    python benchmarks/real_model_logps.py --model DIR_OR_GGUF --rows 16 --data PAIRS.jsonl.gz
 
 Reads the first ``--rows`` HH-RLHF pairs through alphapo's data layer (implicit-prompt transcripts, which
 the chat template turns into conversations), then computes every chosen and rejected answer's log-prob
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         "pairs": len(data),
         "sequences": int(diff.numel()),
         "tokens_scored": int(fused.n_tokens.sum()),
-        "mean_logp_per_token": float((naive.sum() / fused.n_tokens.sum())),
+        "mean_logp_per_token": float(naive.sum() / fused.n_tokens.sum()),
         "max_abs_diff_per_sequence": float(diff.max()),
         "max_abs_diff_per_token": float(per_token.max()),
         "max_relative_diff": float((diff / naive.abs().clamp(min=1e-9)).max()),

@@ -96,3 +96,13 @@ def test_implicit_text_without_marker(tmp_path, tokenizer):
     source = write_jsonl(tmp_path / "d.jsonl", [{"chosen": "Hello there", "rejected": "Hello world"}])
     with pytest.raises(DataError, match=r"no shared prompt.*turn marker"):
         load_dataset_for_training(DataConfig(paths=[source]), tokenizer, tmp_path / "o", quiet=True)
+
+
+def test_a_short_max_length_derives_the_prompt_length():
+    """TRL-named recipes often set only max_length: the default prompt length (512) follows it."""
+    from alphapo.data import DataConfig
+
+    assert DataConfig(max_length=160).max_prompt_length == 80
+    assert DataConfig().max_prompt_length == 512 and DataConfig(max_length=2048).max_prompt_length == 512
+    with pytest.raises(ValueError, match="must be below max_length"):
+        DataConfig(max_length=160, max_prompt_length=512)  # given explicitly: still an error

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import types
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,95 @@ def test_a_setting_given_both_ways_is_an_error_and_overrides_win(assets, tmp_pat
     assert load_config(TrainConfig, alphapo_names, ["learning_rate=2e-4"]).optim.lr == 2e-4
 
 
+TRL_VALUES = [  # TRL name, its value, the alphapo setting it must produce (dotted), that setting's value
+    ("model_name_or_path", "models/x", "model.path", "models/x"),
+    ("dataset_name", "data/pairs.jsonl", "data.paths", ["data/pairs.jsonl"]),
+    ("output_dir", "runs/x", "output_dir", "runs/x"),
+    ("resume_from_checkpoint", "true", "resume", True),
+    ("learning_rate", 3e-6, "optim.lr", 3e-6),
+    ("weight_decay", 0.05, "optim.weight_decay", 0.05),
+    ("adam_epsilon", 1e-6, "optim.eps", 1e-6),
+    ("adam_beta1", 0.8, "optim.betas", (0.8, 0.999)),
+    ("adam_beta2", 0.95, "optim.betas", (0.9, 0.95)),
+    ("max_grad_norm", 0, "optim.max_grad_norm", None),
+    ("max_grad_norm", 0.5, "optim.max_grad_norm", 0.5),
+    ("per_device_train_batch_size", 3, "train.batch_size", 3),
+    ("gradient_accumulation_steps", 4, "train.grad_accum", 4),
+    ("num_train_epochs", 2, "train.epochs", 2.0),
+    ("max_steps", 7, "train.max_steps", 7),
+    ("max_steps", -1, "train.max_steps", None),
+    ("seed", 5, "train.seed", 5),
+    ("bf16", True, "train.precision", "bf16"),
+    ("fp16", True, "train.precision", "fp16"),
+    ("bf16", False, "train.precision", "fp32"),
+    ("warmup_ratio", 0.2, "schedule.warmup_ratio", 0.2),
+    ("warmup_steps", 3, "schedule.warmup_steps", 3),
+    ("lr_scheduler_type", "constant_with_warmup", "schedule.name", "constant"),
+    ("logging_steps", 4, "logging.every", 4),
+    ("report_to", "none", "logging.report_to", []),
+    ("save_steps", 9, "checkpoint.every", 9),
+    ("save_total_limit", 3, "checkpoint.keep_last", 3),
+    ("gradient_checkpointing", True, "model.gradient_checkpointing", True),
+    ("disable_dropout", True, "model.disable_dropout", True),
+    ("max_length", 300, "data.max_length", 300),
+    ("max_prompt_length", 100, "data.max_prompt_length", 100),
+    ("truncation_mode", "keep_start", "data.truncation_mode", "keep_start"),
+    ("pad_to_multiple_of", 8, "data.pad_to_multiple_of", 8),
+    ("precompute_ref_batch_size", 6, "reference.batch_size", 6),
+    ("beta", 0.3, "loss.beta", 0.3),
+    ("label_smoothing", 0.1, "loss.label_smoothing", 0.1),
+    ("rpo_alpha", 0.7, "loss.nll_weight", 0.7),  # the NLL weight, never the reward shape loss.alpha
+    ("discopop_tau", 0.04, "loss.tau", 0.04),
+    ("loss_type", "ipo", "loss.name", "ipo"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "key", "expected"), TRL_VALUES)
+def test_every_trl_name_produces_its_value(name, value, key, expected):
+    """Each mapped name by the value it produces in the resolved config (not just that it maps)."""
+    from alphapo.config import validate
+    from alphapo.train.trl_names import MAPPED
+
+    base = {"model": {"path": "m"}, "data": {"paths": ["d.jsonl"]}, "loss": {"name": "sigmoid"}}
+    if name == "model_name_or_path":
+        base.pop("model")
+    if name == "dataset_name":
+        base.pop("data")
+    if name == "discopop_tau":
+        base["loss"] = {"name": "discopop"}
+    if name == "loss_type":
+        base.pop("loss")
+    cfg = validate(TrainConfig, TrainConfig.translate_settings({**base, name: value}, "recipe"), "recipe")
+    node = cfg.model_dump()
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    if key.startswith("loss."):
+        node = cfg.loss.hparams.get(key.split(".")[1], node) if key != "loss.name" else cfg.loss.name
+    assert node == expected
+    mapped = {n for n, *_ in TRL_VALUES}
+    assert set(MAPPED) <= mapped | {"desirable_weight", "undesirable_weight", "simpo_gamma", "alpha"}
+
+
+@pytest.mark.parametrize(
+    ("trl", "loss"),
+    [
+        ({"loss_type": "simpo", "simpo_gamma": 0.4}, {"name": "simpo", "gamma": 0.4, "nll_weight": 1.0}),
+        ({"loss_type": "simpo", "cpo_alpha": 0.0}, {"name": "simpo", "nll_weight": 0.0}),
+        ({"loss_type": "alphapo", "alpha": 0.25}, {"name": "alphapo", "alpha": 0.25, "nll_weight": 1.0}),
+        ({"loss_type": "sigmoid", "cpo_alpha": 0.3}, {"name": "cpo", "cpo_alpha": 0.3}),
+        ({"cpo_alpha": 0.3}, {"name": "cpo", "cpo_alpha": 0.3}),
+        ({"loss_type": "kto", "desirable_weight": 2.0}, {"name": "kto", "desirable_weight": 2.0}),
+        ({"loss_type": "kto", "undesirable_weight": 0.5}, {"name": "kto", "undesirable_weight": 0.5}),
+    ],
+)
+def test_cpo_and_kto_names_by_value(trl, loss):
+    from alphapo.config import validate
+
+    data = {"model": {"path": "m"}, "data": {"paths": ["d.jsonl"]}, **trl}
+    cfg = validate(TrainConfig, TrainConfig.translate_settings(data, "recipe"), "recipe")
+    assert {"name": cfg.loss.name, **cfg.loss.hparams} == loss
+
+
 def test_cpo_recipes_keep_cpo_s_meaning():
     simpo, notes = translate_trl_names({"loss_type": "simpo", "simpo_gamma": 0.5, "cpo_alpha": 0.0, "beta": 2.0})
     assert simpo["loss"] == {"name": "simpo", "gamma": 0.5, "nll_weight": 0.0, "beta": 2.0}
@@ -106,7 +196,13 @@ def test_cpo_recipes_keep_cpo_s_meaning():
     cpo, _ = translate_trl_names({"loss_type": "sigmoid", "cpo_alpha": 1.0})
     assert cpo["loss"] == {"name": "cpo", "cpo_alpha": 1.0}
     alpha, _ = translate_trl_names({"loss_type": "alphapo", "alpha": 0.25})
-    assert alpha["loss"] == {"name": "alphapo", "alpha": 0.25}
+    assert alpha["loss"] == {"name": "alphapo", "alpha": 0.25, "nll_weight": 1.0}  # CPO's default cpo_alpha 1.0
+    plain, _ = translate_trl_names({"loss_type": "simpo", "simpo_gamma": 0.5})
+    assert plain["loss"] == {"name": "simpo", "gamma": 0.5, "nll_weight": 1.0}
+    default, _ = translate_trl_names({"cpo_alpha": 0.5, "beta": 0.2})  # CPOConfig's default loss_type: sigmoid
+    assert default["loss"] == {"name": "cpo", "cpo_alpha": 0.5, "beta": 0.2}
+    with pytest.raises(ConfigError, match="bf16 and fp16 are both true"):
+        translate_trl_names({"bf16": True, "fp16": True})
     assert translate_trl_names({"loss_type": ["ipo"]})[0]["loss"] == {"name": "ipo"}
     with pytest.raises(ConfigError, match="reference-free hinge"):
         translate_trl_names({"loss_type": "hinge", "cpo_alpha": 1.0})
@@ -258,8 +354,15 @@ def test_mlflow_tracks_into_the_run_without_a_file_store(assets, tmp_path, monke
     monkeypatch.setitem(sys.modules, "mlflow", types.ModuleType("mlflow"))  # installed or not
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", report_to="mlflow"))
-    _accelerator(cfg, tmp_path / "run")
-    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+    with ExitStack() as run:
+        _accelerator(cfg, tmp_path / "run", run)
+        assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+    # the run is over: a second run in the same process (a pipeline, a sweep) tracks into its own store
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    with ExitStack() as run:
+        _accelerator(cfg, tmp_path / "run2", run)
+        assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{(tmp_path / 'run2' / 'mlflow.db').resolve()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
-    _accelerator(cfg, tmp_path / "run")
+    with ExitStack() as run:
+        _accelerator(cfg, tmp_path / "run", run)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking:5000"  # the user's choice stands

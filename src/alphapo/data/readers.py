@@ -56,7 +56,8 @@ def _parse_line(raw: bytes, first: bool) -> Row | UnreadableRow:
     try:
         row = json.loads(text)
     except json.JSONDecodeError as err:
-        return UnreadableRow(f"not valid JSON ({err.msg} at character {err.pos + 1})", shown)
+        message = err.msg.removesuffix(" at")  # "Invalid control character at" names no place itself
+        return UnreadableRow(f"not valid JSON ({message} at character {err.pos + 1})", shown)
     except RecursionError:
         return UnreadableRow("not valid JSON (nested too deeply)", shown)
     if not isinstance(row, dict):

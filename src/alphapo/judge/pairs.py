@@ -7,8 +7,9 @@ Each judged row holds a prompt's K completions and their scores. Strategies (``-
 * ``rank``: the best against the completion at quantile ``rank_quantile`` of the score order (0 is
   the best, 1 the worst; "Finding the Sweet Spot", Xiao et al. 2025, puts the rejected answer well
   below the mean but not at the very bottom).
-* ``all_above_gap``: every pair whose gap reaches ``min_gap`` (largest gaps first), at most
-  ``max_pairs_per_prompt`` per prompt (the rest counted as ``capped``).
+* ``all_above_gap``: every pair whose gap reaches ``min_gap`` (largest gaps first), each pair of texts
+  once (repeated samples give no copies), at most ``max_pairs_per_prompt`` per prompt (the rest
+  counted as ``capped``).
 * ``rso``: statistical rejection sampling (RSO, Liu et al. 2024, arXiv:2309.06657): each completion is
   accepted with probability ``exp((score - best) / rso_temperature)``, approximating samples of the
   policy tilted by the reward; the first two accepted (in a seeded random order) form the pair, the
@@ -82,6 +83,13 @@ def _candidates(row: dict, options: PairOptions, rng: random.Random, stats: Pair
             if scores[i] - scores[j] >= max(options.min_gap, 1e-12) and texts[i] != texts[j]
         ]
         found.sort(key=lambda p: (-round(scores[p[0]] - scores[p[1]], 9), p))  # equal gaps: sample order
+        unique, seen = [], set()  # repeated samples would fill the cap with copies of one pair
+        for i, j in found:
+            key = (_text(texts[i]), _text(texts[j]))
+            if key not in seen:
+                seen.add(key)
+                unique.append((i, j))
+        found = unique
         if not found:
             _count_empty(scores, texts, [(best, j) for j in order[1:]], options, stats)
             return []
@@ -101,6 +109,13 @@ def _candidates(row: dict, options: PairOptions, rng: random.Random, stats: Pair
         return pair
     _count_empty(scores, texts, pair, options, stats)
     return []
+
+
+def _text(completion) -> str:
+    """A completion as comparable text (a conversation turn list as its JSON)."""
+    import json
+
+    return completion if isinstance(completion, str) else json.dumps(completion, sort_keys=True)
 
 
 def _usable(pair: tuple[int, int], scores, texts, options: PairOptions) -> bool:

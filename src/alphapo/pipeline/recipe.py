@@ -125,7 +125,7 @@ class RecipeConfig(_Strict):
     round's files live in ``<out>/round<r>/<method>[/seed<k>]``, evaluations in ``<out>/eval/round<r>``."""
     round_prompts: Literal["reuse", "fresh"] = "reuse"
     """Each round samples the same prompts, or new ones (new problems of the embedded task; with your
-    own prompts, every rounds-th row of the file: round r takes rows r, r + rounds, ...)."""
+    own prompts, disjoint shares of the file: round r, the first included, takes rows r, r + rounds, ...)."""
     round_reference: Literal["previous", "start", "soup"] = "previous"
     """Reference of reference-based losses after round 1: the previous round's policy, the SFT model,
     or the weight average of both."""

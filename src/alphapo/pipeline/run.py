@@ -198,8 +198,7 @@ class Pipeline:
             stages.run("sft", {"builtin": True}, [builtin_sft_dir()], [self.sft_model()], self.copy_builtin)
         elif cfg.sft.checkpoint == "train":
             stages.run("sft", self.sft_config(), [self.data / "sft.jsonl"], [self.sft_model()], self.run_sft)
-        train_prompts, _ = self.prompt_files()
-        self.sample_judge_pair(self.sft_model(), train_prompts, self.out, "")
+        self.sample_judge_pair(self.sft_model(), self.round_prompts(1), self.out, "")
 
     def sample_judge_pair(self, policy: Path, prompts: Path, folder: Path, tag: str) -> None:
         """Sample K answers per prompt from ``policy``, judge and pair them, into ``folder`` (stage
@@ -345,9 +344,12 @@ class Pipeline:
 
     def round_prompts(self, round: int) -> Path:
         """Round ``round``'s prompts: the same as round 1's (``round_prompts: reuse``) or new ones
-        (``fresh``: new problems of the embedded task, or the round's share of your prompt file)."""
+        (``fresh``: new problems of the embedded task for rounds after the first, or, with your own
+        prompt file, its ``round``-th share: rows ``round - 1``, ``round - 1 + rounds``, ... so that no
+        two rounds, the first included, sample the same prompt)."""
         train_prompts, _ = self.prompt_files()
-        if self.cfg.round_prompts == "reuse":
+        own = self.cfg.task is None
+        if self.cfg.round_prompts == "reuse" or self.cfg.rounds == 1 or (round == 1 and not own):
             return train_prompts
         target = self.out / f"round{round}" / "prompts.jsonl"
 
@@ -355,14 +357,25 @@ class Pipeline:
             from alphapo.data.stagefiles import read_jsonl
             from alphapo.tasks import make_split
 
-            if self.cfg.task is not None:
+            if not own:
                 rows = [p.to_json() for p in make_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)]
             else:
                 every = read_jsonl(train_prompts, "rounds", required=("prompt",))
                 rows = every[round - 1 :: self.cfg.rounds]
+                if not rows:
+                    raise StageError(
+                        f"rounds: {train_prompts} has {len(every)} prompts, too few for {self.cfg.rounds} rounds of "
+                        "fresh prompts (round_prompts: fresh gives each round its own share)"
+                    )
             write_jsonl(target, rows)
 
-        self.stages.run(f"prompts-r{round}", {"round": round, "seed": self.cfg.seed}, [train_prompts], [target], write)
+        self.stages.run(
+            f"prompts-r{round}",
+            {"round": round, "seed": self.cfg.seed, "rounds": self.cfg.rounds},
+            [train_prompts],
+            [target],
+            write,
+        )
         return target
 
     def stage_name(self, kind: str, name: str, seed: int, round: int = 1) -> str:

@@ -82,17 +82,27 @@ def remove_checkpoint(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_stale(output_dir: Path) -> list[Path]:
-    """Remove ``.tmp-step-*`` folders left by a save that was killed; return what was removed."""
+def remove_stale(output_dir: Path, incomplete: bool = False) -> list[Path]:
+    """Remove ``.tmp-step-*`` folders left by a save that was killed and, with ``incomplete``, step
+    folders that are not complete checkpoints (a kill while pruning one: marker removed, files not
+    yet); return what was removed. Saves are renamed into place only once complete, so an incomplete
+    ``step-*`` folder can only be one being deleted: the run start (which holds the output
+    directory's lock) finishes the job."""
     root = checkpoints_dir(output_dir)
     stale = sorted(root.glob(".tmp-step-*")) if root.is_dir() else []
+    if incomplete and root.is_dir():
+        complete = set(complete_checkpoints(output_dir))
+        stale += sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and p not in complete)
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_checkpoint(path)
     return stale
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, state: dict, keep_last: int) -> Path:
     """Write a checkpoint for ``step`` atomically (all processes call this); prune to ``keep_last``."""
+    from alphapo.train.output import quiet_tied_weights_note
+
+    quiet_tied_weights_note()
     root = checkpoints_dir(output_dir)
     final = root / f"step-{step:08d}"
     tmp = root / f".tmp-step-{step:08d}"

@@ -59,8 +59,9 @@ CONTINUABLE = ("train.max_steps", "train.epochs", "optim.lr")
 schedule is rebuilt) and the peak learning rate (lowered after a divergence, say): the schedule
 continues from its step with the new peak (:func:`apply_peak_lr`)."""
 _EDGE = 2**20
-KEEP = ("cache", "config.yaml", "skipped_rows.jsonl", "truncated_rows.jsonl", ".alphapo.lock")
-"""What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote."""
+KEEP = ("cache", "skipped_rows.jsonl", "truncated_rows.jsonl", ".alphapo.lock")
+"""What :func:`move_aside` leaves in place: caches (keyed by content) and what this run already wrote
+(the old run's ``config.yaml`` moves with it; the new run writes its own after the move)."""
 
 
 def _safe(name: str) -> bool:

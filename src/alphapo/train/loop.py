@@ -87,7 +87,7 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _accelerator(cfg: TrainConfig, output_dir: Path):
+def _accelerator(cfg: TrainConfig, output_dir: Path, cleanup: ExitStack):
     from accelerate import Accelerator
 
     trackers = list(cfg.logging.report_to)
@@ -101,9 +101,11 @@ def _accelerator(cfg: TrainConfig, output_dir: Path):
             ) from None
     if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):
         # MLflow 3 refuses its old default (a ./mlruns file store): keep the run's tracking in a
-        # SQLite store inside the output directory instead
+        # SQLite store inside the output directory instead, for this run only (a pipeline or sweep
+        # trains several runs in one process, each into its own store)
         uri = f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
+        cleanup.callback(os.environ.pop, "MLFLOW_TRACKING_URI", None)
         logger.info("mlflow: tracking to %s (set MLFLOW_TRACKING_URI to choose)", uri)
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
     acc = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
@@ -155,13 +157,11 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     cfg = local_sources(cfg)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    acc = _accelerator(cfg, output_dir)
+    acc = _accelerator(cfg, output_dir, cleanup)
     main = acc.is_main_process
     lock = lock_output_dir(output_dir) if main else None
     if lock is not None:
         cleanup.callback(lock.release)
-    if main:
-        dump_config(cfg, output_dir / "config.yaml")
     set_seed(cfg.train.seed)
 
     # ---- setup
@@ -186,14 +186,16 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         one = {k: v[:1].to(acc.device) for k, v in collator([dataset[0]]).items()}
         verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
     if main:
-        for stale in remove_stale(output_dir):
-            logger.info(f"train: removed {stale}, a checkpoint whose save was interrupted")
+        for stale in remove_stale(output_dir, incomplete=True):
+            logger.info(f"train: removed {stale}, a checkpoint whose save or removal was interrupted")
     checkpoint = resolve_resume(output_dir, cfg.resume)
     fingerprint = run_fingerprint(cfg, dataset.content_key)
     if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
         checkpoint = None
     if checkpoint is None:
         claim_output_dir(cfg, acc)
+    if main:  # after an earlier run was moved aside: its own config.yaml went with it
+        dump_config(cfg, output_dir / "config.yaml")
     tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
     hparams = resolve_hparams(cfg, model, dataset, collator, acc, tables.initial, checkpoint)
     if cfg.lora is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import socket
@@ -78,7 +79,23 @@ def _write_atomically(acc, target: Path, write) -> Path:
     return target
 
 
+class _TiedWeightsNote(logging.Filter):
+    """Drops Accelerate's "Removed shared tensor {'lm_head.weight'} while saving" warning: a model with
+    tied embeddings stores the shared tensor once by design, and ``from_pretrained`` ties it back."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+def quiet_tied_weights_note() -> None:
+    """Install :class:`_TiedWeightsNote` once on the Accelerate logger that emits the warning."""
+    target = logging.getLogger("accelerate.utils.other")
+    if not any(isinstance(f, _TiedWeightsNote) for f in target.filters):
+        target.addFilter(_TiedWeightsNote())
+
+
 def save_final_model(acc, model, tokenizer, cfg, output_dir: Path, metrics: dict) -> Path:
+    quiet_tied_weights_note()
     unwrapped = acc.unwrap_model(model)
     state_dict = acc.get_state_dict(model)
 

@@ -33,6 +33,7 @@ def _precision(name):
 
 MAPPED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "model_name_or_path": ("model.path", None),
+    "dataset_name": ("data.paths", lambda v: [v] if isinstance(v, str) else v),  # local files and hub names
     "output_dir": ("output_dir", None),
     "resume_from_checkpoint": ("resume", lambda v: True if v in (True, "true", "True") else v),
     "learning_rate": ("optim.lr", None),
@@ -101,7 +102,6 @@ NO_EQUIVALENT: dict[str, str] = {
     "max_completion_length": "data.max_length bounds prompt + completion, data.max_prompt_length the prompt",
     "is_encoder_decoder": "decoder-only models only",
     "trust_remote_code": "only models transformers implements natively",
-    "dataset_name": "data.paths (local files or directories)",
 }
 """TRL names alphapo refuses, with what to use instead."""
 
@@ -130,7 +130,16 @@ def translate_trl_names(
         return data, []
     out = {k: v for k, v in data.items() if k not in trl}
     notes, errors = [], []
+    if trl.get("bf16") and trl.get("fp16"):
+        errors.append("bf16 and fp16 are both true: choose one precision (TRL refuses this too)")
     cpo = any(k in trl for k in CPO_MARKERS) or _loss_type(trl) in ("simpo", "alphapo")
+    given = out.get("loss", {}).get("name") if isinstance(out.get("loss"), dict) else None
+    if cpo and "loss_type" not in trl and given is None:  # CPOConfig's default loss_type is sigmoid: CPO
+        trl["loss_type"] = "sigmoid"
+        notes.append("CPO settings without loss_type: CPOConfig's default loss_type='sigmoid' -> loss.name='cpo'")
+    name = _loss_type(trl) or given
+    if cpo and name in ("simpo", "alphapo") and "cpo_alpha" not in trl and "nll_weight" not in out.get("loss", {}):
+        trl["cpo_alpha"] = 1.0  # TRL's CPO adds cpo_alpha (default 1.0) times the chosen NLL to every loss
     targets: dict[str, Any] = {}
     for key, value in trl.items():
         if key in NO_EQUIVALENT:
@@ -187,7 +196,7 @@ def _rules(key, value, trl, cpo) -> list[tuple[str | None, Any, str | None]]:
         return [("loss.name", name, None)]
     if key == "cpo_alpha":
         name = _loss_type(trl) or "sigmoid"
-        if name == "sigmoid":
+        if name in ("sigmoid", "cpo"):
             return [("loss.cpo_alpha", value, None)]
         note = f"cpo_alpha={value!r} -> loss.nll_weight={value!r} (TRL's CPO adds the chosen NLL to {name})"
         return [("loss.nll_weight", value, note)]
