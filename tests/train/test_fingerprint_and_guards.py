@@ -99,6 +99,60 @@ def test_resume_accepted_unchanged_and_on_safe_settings(assets, tmp_path):
     assert all(torch.equal(weights(full.model_dir)[k], weights(resumed.model_dir)[k]) for k in weights(full.model_dir))
 
 
+def test_memory_and_layout_settings_resume(assets, tmp_path):
+    """What a user changes after running out of memory (gradient checkpointing, the same step split into
+    smaller micro-batches with more accumulation), how bad rows would be handled and the diagnostics do
+    not change the trajectory: the resumed run ends where the uninterrupted one does (fp32 rounding of
+    the other micro-batch split aside)."""
+    run = dict(train={"max_steps": 4, "batch_size": 4}, checkpoint={"every": 2, "keep_last": 5})
+    full = train(make_config(assets, tmp_path / "full", **run))
+    out = tmp_path / "run"
+    _interrupted(assets, out, **run)
+    changed = make_config(
+        assets,
+        out,
+        resume=True,
+        model={"path": assets["model"], "gradient_checkpointing": True},
+        train={"max_steps": 4, "batch_size": 2, "grad_accum": 2},
+        checkpoint=run["checkpoint"],
+        diagnostics={"every": 1},
+    )
+    changed.data.on_bad_row, changed.data.max_bad_fraction = "error", 0.0
+    resumed = train(changed)
+    assert resumed.step == 4
+    a, b = weights(full.model_dir), weights(resumed.model_dir)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+
+
+def test_another_number_of_processes_is_refused():
+    """A 4-process run resumed on 2 processes would change the examples per step, the step-to-data
+    mapping, the step count and the schedule: the fingerprint holds both."""
+    from alphapo.train.fingerprint import check_resume, run_fingerprint
+
+    cfg = make_config({"model": "m", "pairs": "p.jsonl"}, Path("out"), train={"batch_size": 2})
+    four, two = run_fingerprint(cfg, "data", processes=4), run_fingerprint(cfg, "data", processes=2)
+    with pytest.raises(ConfigError) as err:
+        check_resume(Path("out/checkpoints/step-00000002"), four, two, "stop")
+    assert "train.processes: 4 -> 2" in str(err.value) and "train.examples_per_step: 8 -> 4" in str(err.value)
+    # the same step on more processes with smaller micro-batches: still another process layout
+    resplit = make_config({"model": "m", "pairs": "p.jsonl"}, Path("out"), train={"batch_size": 4})
+    assert run_fingerprint(resplit, "data", processes=1)["settings"]["train.examples_per_step"] == 4
+
+
+def test_diagnostics_do_not_change_training_under_dropout(assets, tmp_path):
+    """The diagnostic probes run forward passes in train mode; with dropout they must not draw from
+    the RNG stream training uses, or turning them on (a 'safe' setting) would change the weights."""
+    model = tmp_path / "dropout-model"
+    shutil.copytree(assets["model"], model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.3}))
+    run = dict(model={"path": str(model)}, train={"max_steps": 3})
+    plain = train(make_config(assets, tmp_path / "plain", **run))
+    probed = train(make_config(assets, tmp_path / "probed", diagnostics={"every": 1, "displacement": "probe"}, **run))
+    a, b = weights(plain.model_dir), weights(probed.model_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_changed_length_continues_only_when_asked(assets, tmp_path):
     out = tmp_path / "run"
     _interrupted(assets, out)

@@ -250,9 +250,14 @@ def load_dataset_for_training(
     sources = [source_fingerprint(p, cfg.split) for p in cfg.paths]
     tokens = tokenizer_fingerprint(tokenizer)
     key = fingerprint({"sources": sources, "tokenizer": tokens, "settings": cfg.model_dump(exclude={"cache_dir"})})
-    # what was trained on, wherever the files live (checkpoints compare this: alphapo.train.fingerprint)
+    # what was trained on, wherever the files live and whatever a bad row would have done (checkpoints
+    # compare this: alphapo.train.fingerprint lists on_bad_row and max_bad_fraction as safe to change)
     content_key = fingerprint(
-        {"sources": sources, "tokenizer": tokens, "settings": cfg.model_dump(exclude={"cache_dir", "paths"})}
+        {
+            "sources": sources,
+            "tokenizer": tokens,
+            "settings": cfg.model_dump(exclude={"cache_dir", "paths", "on_bad_row", "max_bad_fraction"}),
+        }
     )
     cached = load_entry(cache_dir, key) if cache_dir else None
     if cached is not None:

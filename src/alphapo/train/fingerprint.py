@@ -40,9 +40,12 @@ SAFE_TO_CHANGE = (
     "resume_mismatch",
     "logging",
     "checkpoint",
-    "diagnostics",
+    "diagnostics",  # its probes run without touching the RNG streams training draws from
+    "model.gradient_checkpointing",  # memory for recomputation: the same values and gradients
+    "train.batch_size",  # recorded as their product with the processes: examples per step
+    "train.grad_accum",
     "data.cache_dir",
-    "data.on_bad_row",
+    "data.on_bad_row",  # left out of the data's content key too
     "data.max_bad_fraction",
     "reference.batch_size",
     "train.nan_policy",
@@ -87,9 +90,16 @@ def model_signature(path: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def run_fingerprint(cfg, data_key: str) -> dict:
-    """The fingerprint stored in each checkpoint: settings (flattened, safe ones left out), data, model."""
+def run_fingerprint(cfg, data_key: str, processes: int = 1) -> dict:
+    """The fingerprint stored in each checkpoint: settings (flattened, safe ones left out), data, model.
+
+    The batch enters as what decides the trajectory: ``train.examples_per_step`` (micro-batch size x
+    accumulation x processes: the step-to-data mapping, the step count and the schedule follow it) and
+    ``train.processes`` (each process's RNG stream). Re-splitting the same step between micro-batch
+    size and accumulation (after running out of memory) resumes; another number of processes does not."""
     settings = {k: v for k, v in flatten(cfg.model_dump(mode="json")).items() if not _safe(k)}
+    settings["train.examples_per_step"] = cfg.train.batch_size * cfg.train.grad_accum * processes
+    settings["train.processes"] = processes
     return {
         "settings": settings,
         "data": data_key,

@@ -127,6 +127,14 @@ def check_world(acc) -> None:
         )
 
 
+def rng_untouched(device: torch.device):
+    """Run diagnostics without drawing from the RNG streams training uses (dropout in a probe's
+    forward pass would otherwise shift every later step's dropout masks, on the main process only):
+    the diagnostics settings are then truly safe to change on resume."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def _micro_batches(step_items: list[int], parts: int) -> list[list[int]]:
     """Split one step's items into ``parts`` contiguous, near-equal micro-batches."""
     base, extra = divmod(len(step_items), parts)
@@ -189,7 +197,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         for stale in remove_stale(output_dir, incomplete=True):
             logger.info(f"train: removed {stale}, a checkpoint whose save or removal was interrupted")
     checkpoint = resolve_resume(output_dir, cfg.resume)
-    fingerprint = run_fingerprint(cfg, dataset.content_key)
+    fingerprint = run_fingerprint(cfg, dataset.content_key, acc.num_processes)
     if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
         checkpoint = None
     if checkpoint is None:
@@ -325,10 +333,10 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             rate = (state["num_tokens"] - tokens_last) / max(now - t_last, 1e-9)
             t_last, tokens_last = now, state["num_tokens"]
             if probe_batch is not None and (step % cfg.diagnostics.every == 0 or step == 1):
-                with acc.autocast():
+                with acc.autocast(), rng_untouched(acc.device):
                     metrics.update(probe(model, probe_batch, cfg, tables.reference, hparams))
             if displacement is not None and (step % probe_every == 0 or step == total_steps):
-                with acc.autocast():
+                with acc.autocast(), rng_untouched(acc.device):
                     measured = displacement.measure(
                         acc.unwrap_model(model),
                         dataset,
