@@ -2,6 +2,7 @@
 honestly, with the last good checkpoint intact."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -316,3 +317,73 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_keeps_its_log(asset
     shutil.rmtree(out / "model")  # as a kill before the first checkpoint leaves it: a log only
     result = train(make_config(assets, out, resume=True, **RUN))
     assert result.step == 4 and (out / "previous-1" / "metrics.jsonl").read_text() == log
+
+
+class _OneProcess:
+    num_processes, device = 1, torch.device("cpu")
+
+
+def test_the_weight_guard_norm_makes_no_fp64_copies(monkeypatch):
+    from alphapo.train.guards import WeightGuard
+
+    layer = torch.nn.Linear(64, 32)
+    expected = torch.cat([p.detach().double().flatten() for p in layer.parameters()]).norm().item()
+
+    double, to = torch.Tensor.double, torch.Tensor.to
+
+    def no_copies(original):
+        def copy(self, *args, **kwargs):
+            if self.numel() > 1:  # a scalar (one tensor's norm) may widen; a parameter may not
+                raise AssertionError("the guard copied a parameter to fp64")
+            return original(self, *args, **kwargs)
+
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "double", no_copies(double))
+    monkeypatch.setattr(torch.Tensor, "to", no_copies(to))
+    guard = WeightGuard(layer, _OneProcess(), 1.0)
+    monkeypatch.undo()
+    assert guard.norm == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_weight_guard_sees_zero3_shards():
+    """Under ZeRO-3 a parameter is an empty placeholder and its values live in ``ds_tensor``: a norm
+    of the placeholders is 0 and the guard would never fire."""
+    from alphapo.train.guards import WeightGuard
+
+    weight = torch.nn.Parameter(torch.empty(0))
+    weight.ds_tensor = torch.full((10,), 2.0)  # this process's partition
+    module = torch.nn.Module()
+    module.weight = weight
+    guard = WeightGuard(module, _OneProcess(), 0.5)
+    assert guard.norm == pytest.approx(math.sqrt(40.0))
+    weight.ds_tensor.mul_(10)  # an exploding update of the shard
+    with pytest.raises(TrainingError, match="changed the weights' norm"):
+        guard.check(1, Path("."))
+
+
+def test_the_pair_schedule_budget_is_decided_once_and_kept_on_resume(assets, tmp_path, monkeypatch):
+    """Free memory shrinks once caches fill: a budget read at every step could switch the schedule (or
+    its chunks) mid-run. It is read once, logged, stored in checkpoints and reused on resume."""
+    import alphapo.ops.model_logps as model_logps
+    import alphapo.train.objectives as objectives
+
+    budgets, seen = iter([1 << 30, 1, 1, 1, 1, 1]), []
+    monkeypatch.setattr(objectives, "default_budget_bytes", lambda device: next(budgets))
+    original = model_logps.fused_pair_loss
+
+    def spy(*args, budget_bytes=None, **kwargs):
+        seen.append(budget_bytes)
+        out = original(*args, budget_bytes=budget_bytes, **kwargs)
+        seen.append(out.schedule.name)
+        return out
+
+    monkeypatch.setattr(model_logps, "fused_pair_loss", spy)
+    out = tmp_path / "run"
+    _interrupted(assets, out)
+    assert set(seen) == {1 << 30, "pair"}  # every step: the first budget, the pair schedule
+    state = json.loads((complete_checkpoints(out)[-1] / "trainer_state.json").read_text())
+    assert state["pair_budget_bytes"] == 1 << 30
+    seen.clear()
+    train(make_config(assets, out, resume=True, **RUN))  # free memory now reads as 1 byte
+    assert set(seen) == {1 << 30, "pair"}

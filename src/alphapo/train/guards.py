@@ -55,6 +55,17 @@ def guarded_save(what: str, target: Path, output_dir: Path, write, leftovers: li
         ) from err
 
 
+def local_shard(p: torch.Tensor) -> torch.Tensor:
+    """The part of parameter ``p`` this process holds: ZeRO-3 keeps it in ``ds_tensor`` (``p`` itself
+    is an empty placeholder outside the forward pass), FSDP2 in the DTensor's local tensor."""
+    shard = getattr(p, "ds_tensor", None)
+    if shard is not None:
+        return shard.detach()
+    if hasattr(p, "to_local"):
+        return p.to_local().detach()
+    return p.detach()
+
+
 class WeightGuard:
     """Stops training when one update changes the weights' norm by more than ``max_ratio`` of it."""
 
@@ -65,11 +76,15 @@ class WeightGuard:
 
     @torch.no_grad()
     def measure(self) -> float:
-        """The trainable weights' global L2 norm (summed over processes: shards add up, replicas scale
-        both sides of the ratio alike)."""
+        """The trainable weights' global L2 norm, summed over processes: shards (ZeRO-3, FSDP) add up to
+        the whole, replicas (DDP) scale both sides of the ratio alike. Each tensor's norm is taken in
+        fp32 without a copy (an fp64 copy of a 128k x 4096 embedding alone is 4 GiB), the squares are
+        summed in fp64."""
         total = torch.zeros((), dtype=torch.float64, device=self.acc.device)
         for p in self.params:
-            total += p.detach().double().pow(2).sum()
+            local = local_shard(p)
+            if local.numel():
+                total += torch.linalg.vector_norm(local, dtype=torch.float32).double().pow(2)
         if self.acc.num_processes > 1:
             total = self.acc.reduce(total, reduction="sum")
         return math.sqrt(float(total))

@@ -255,6 +255,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         state["alpha_from_scale"] = hparams["alpha"]
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint), fingerprint=fingerprint)
+        if isinstance(objective, PreferenceObjective) and cfg.train.logits_budget_mb is None:
+            objective.budget = state.get("pair_budget_bytes")  # the chunks the run started with: bit-exact
         apply_peak_lr(scheduler, cfg.optim.lr)
         if displacement is not None:
             displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
@@ -364,7 +366,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                 on_step(step, metrics, model)
             stop = _any(acc, interrupt.requested)
             if stop or (cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total_steps):
-                saved = _save_checkpoint(acc, output_dir, state, cfg, displacement)
+                saved = _save_checkpoint(acc, output_dir, state, cfg, displacement, objective)
             if stop:
                 result_status = "interrupted"
                 break
@@ -379,7 +381,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     model_dir = None
     if result_status == "completed":
         if saved is None or saved.name != f"step-{state['step']:08d}":  # so that a failed final write loses nothing
-            saved = _save_checkpoint(acc, output_dir, state, cfg, displacement)
+            saved = _save_checkpoint(acc, output_dir, state, cfg, displacement, objective)
         if tables.initial is not None:  # every pair's displacement at the end, against the starting table
             _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir)
         model_dir = guarded_save(
@@ -404,10 +406,12 @@ def _write_final_displacement(cfg, acc, model, dataset, collator, initial, outpu
         write_json(output_dir / "displacement.json", record)
 
 
-def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displacement) -> Path:
-    """A checkpoint of ``state["step"]`` (with every process's displacement probe), or a
-    :class:`TrainingError` saying why it could not be written."""
+def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displacement, objective) -> Path:
+    """A checkpoint of ``state["step"]`` (with every process's displacement probe and the pair
+    schedule's budget), or a :class:`TrainingError` saying why it could not be written."""
     step = state["step"]
+    if getattr(objective, "budget", None) is not None:
+        state["pair_budget_bytes"] = objective.budget
     if displacement is not None:
         state["displacement_probe"] = _gather_probe(acc, displacement)
     target = output_dir / "checkpoints" / f"step-{step:08d}"

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from alphapo.log import logger
 from alphapo.losses import preference_loss
 from alphapo.ops.model_logps import model_pair_loss
+from alphapo.ops.pair_loss import default_budget_bytes
 from alphapo.ops.preference import preference_pair_loss
 from alphapo.train.metrics import MetricSums
 from alphapo.train.reference import batch_logps
@@ -47,7 +49,8 @@ class PreferenceObjective:
         self.chunk_size = chunk_size
         self.probe = probe  # a DisplacementProbe collecting first-visit log-probs, or None
         self.schedule = schedule  # fused_pair_loss's schedule: auto, pair or two-pass
-        self.budget = budget  # bytes of logits the pair schedule may hold; None: its default
+        self.budget = budget  # bytes of logits the pair schedule may hold; None: fixed at the first step
+        self.last_schedule: str | None = None  # what ran last ("pair" / "two-pass"), logged when it changes
 
     def __call__(self, model, batch, shape: StepShape, sums: MetricSums) -> torch.Tensor:
         pairs = batch["index"].shape[0]
@@ -57,6 +60,11 @@ class PreferenceObjective:
             ref = self.reference[batch["index"].cpu()].to(batch["input_ids"].device)
             refs = (ref[:, 0], ref[:, 1])
         if self.logps_mode == "fused":
+            if self.budget is None:  # decided once per run (free memory moves as caches fill), stored in checkpoints
+                self.budget = default_budget_bytes(batch["input_ids"].device)
+                logger.info(
+                    f"train: pair schedule budget {self.budget / 2**20:.0f} MiB of logits (train.logits_budget_mb)"
+                )
             pair_loss, separable = self._pair_loss(refs, scale)
             fused = model_pair_loss(
                 model,
@@ -70,6 +78,9 @@ class PreferenceObjective:
                 chunk_size=self.chunk_size,
             )
             logps, n_tokens, mean_logits, objective = fused.logps, fused.n_tokens, fused.mean_logits, fused.loss
+            if fused.schedule.name != self.last_schedule:
+                self.last_schedule = fused.schedule.name
+                logger.info(f"train: fused loss runs the {fused.schedule.name} schedule ({fused.schedule.reason})")
         else:
             logps, n_tokens, mean_logits = batch_logps(model, batch, self.logps_mode, self.chunk_size)
             objective = None
