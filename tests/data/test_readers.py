@@ -56,6 +56,13 @@ def test_broken_json_line_is_named(tmp_path):
     assert bad.raw.startswith('{"prompt": "a",')
 
 
+def test_a_control_character_is_named_once(tmp_path):
+    path = tmp_path / "ctl.jsonl"
+    path.write_text('{"prompt": "a\tb"}\n')  # a raw tab inside a JSON string
+    ((_number, bad),) = list(read_rows(str(path)))
+    assert bad.reason == "not valid JSON (Invalid control character at character 14)"
+
+
 def test_missing_file_and_unknown_type(tmp_path):
     with pytest.raises(DataError, match=r"nope.jsonl: no such file or directory"):
         list(read_rows(str(tmp_path / "nope.jsonl")))

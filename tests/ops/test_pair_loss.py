@@ -199,3 +199,73 @@ def test_only_some_inputs_need_gradients(trained, small_blocks):
     want_loss = preference_loss("alphapo", logps[:P], logps[P:], n[:P], n[P:], alpha=0.3).losses.mean()
     (want,) = torch.autograd.grad(want_loss, [target])
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("schedule", ["pair", "two-pass"])
+def test_an_upstream_gradient_scales_every_formed_gradient(schedule, small_blocks):
+    """fp16 loss scaling, a weighted sum of losses, accumulation by the caller: the gradients the pair
+    schedule formed in its forward pass are scaled by the incoming gradient, hidden states, head weight
+    and bias alike, exactly as the naive twin's."""
+    hidden, weight, bias, labels, refs = make(seed=5)
+    opts = {"beta": 0.1}
+    _want_loss, _, want = naive("sigmoid", hidden, weight, bias, labels, refs, opts)
+    ref = {"ref_chosen_logps": refs[0], "ref_rejected_logps": refs[1]}
+    out = fused_preference_loss(hidden, weight, labels, "sigmoid", bias, **ref, schedule=schedule, **opts)
+    upstream = 37.5  # as a GradScaler's scale, or a loss weight, would send
+    grads = torch.autograd.grad(upstream * out.loss + 0.0 * hidden.sum(), [hidden, weight, bias])
+    for got, expected in zip(grads, want, strict=True):
+        assert torch.allclose(got, upstream * expected, atol=1e-9, rtol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["pair", "two-pass"])
+def test_a_non_default_ignore_index(schedule, small_blocks):
+    """Labels marked with another ignore_index (-1 here; -100 is then an ordinary out-of-range id that
+    must never appear): fused_pair_loss, fused_preference_loss and model_pair_loss all honour it."""
+    from alphapo.ops.preference import preference_pair_loss
+
+    hidden, weight, bias, labels, _refs = make(seed=6)
+    labels = labels.masked_fill(labels == -100, -1)
+    logps, n = naive_sequence_logps(hidden, weight, labels, bias, ignore_index=-1)
+    want = preference_loss("simpo", logps[:P], logps[P:], n[:P], n[P:]).losses.mean()
+    want_grads = torch.autograd.grad(want, [hidden, weight, bias])
+    out = fused_preference_loss(hidden, weight, labels, "simpo", bias, ignore_index=-1, schedule=schedule)
+    assert abs(float(out.loss.detach() - want.detach())) < 1e-10 and out.n_tokens.tolist() == n.tolist()
+    for got, expected in zip(torch.autograd.grad(out.loss, [hidden, weight, bias]), want_grads, strict=True):
+        assert torch.allclose(got, expected, atol=1e-10, rtol=0)
+    losses, _ = preference_pair_loss("simpo", scale=1.0 / P)
+    direct = fused_pair_loss(hidden, weight, labels, losses, bias, -1, schedule=schedule)
+    assert abs(float(direct.loss.detach() - want.detach())) < 1e-10
+
+
+@pytest.mark.parametrize("schedule", ["pair", "two-pass"])
+def test_model_pair_loss_with_another_ignore_index(tmp_path, schedule, small_blocks):
+    from transformers import AutoModelForCausalLM
+
+    from alphapo.models import TinyModelSpec, build_tiny_model
+    from alphapo.ops import model_pair_loss
+    from alphapo.ops.model_logps import logits_sequence_logps
+
+    spec = TinyModelSpec(
+        vocab_size=53, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    build_tiny_model(spec).save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 53, (4, 11), generator=g)
+    labels = ids.clone()
+    labels[:, :3] = -1
+    labels[1, -2:] = -1
+
+    def pair_loss(chosen, rejected, chosen_n, rejected_n, pairs):
+        return preference_loss("simpo", chosen, rejected, chosen_n, rejected_n).losses
+
+    out = model_pair_loss(model, ids, torch.ones_like(ids), labels, pair_loss, ignore_index=-1, schedule=schedule)
+    logits = model(input_ids=ids).logits
+    logps = logits_sequence_logps(logits, labels, ignore_index=-1)
+    n = (labels[:, 1:] != -1).sum(1)
+    assert out.n_tokens.tolist() == n.tolist()
+    assert torch.allclose(out.logps, logps.detach(), atol=1e-10, rtol=0)
+    want = pair_loss(logps[:2], logps[2:], n[:2], n[2:], None).sum()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(out.loss, params), torch.autograd.grad(want, params), strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)

@@ -111,3 +111,11 @@ def test_pair_file_writes_stats_and_rejects_bad_options(tmp_path):
         pair_file(judged, tmp_path / "p.jsonl", options=PairOptions(strategy="rank", rank_quantile=2.0))
     with pytest.raises(StageError, match="unknown strategy 'best'"):
         pair_file(judged, tmp_path / "p.jsonl", options=PairOptions(strategy="best"))
+
+
+def test_all_above_gap_gives_each_text_pair_once():
+    """K samples often repeat an answer: the per-prompt cap must not fill with copies of one pair."""
+    row = {"prompt": "p", "completions": ["good", "good", "good", "bad", "bad", "meh"], "scores": [1, 1, 1, 0, 0, 0.5]}
+    pairs, stats = make_pairs([row], options=PairOptions(strategy="all_above_gap", min_gap=0.1, max_pairs_per_prompt=4))
+    texts = [(p["chosen"], p["rejected"]) for p in pairs]
+    assert texts == [("good", "bad"), ("good", "meh"), ("meh", "bad")] and stats.capped == 0

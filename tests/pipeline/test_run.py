@@ -281,3 +281,30 @@ def test_two_rounds_train_on_policy_and_report_every_round(tmp_path, monkeypatch
     assert "[train-dpo-r2] running" in log and "[train-alphapo-r2] up to date, skipped" in log
     assert _state(round2)["initial_key"] == _reference_key(round2, out / "dpo" / "model")
     assert "reference_key" not in _state(round2)
+
+
+def test_fresh_rounds_from_a_prompt_file_never_share_a_prompt(tmp_path):
+    """round_prompts: fresh with your own prompts: disjoint shares of the file, round 1 included (round
+    1 sampling the whole file would make every later round's prompts repeats)."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(7)))
+    recipe = validate(
+        RecipeConfig,
+        {
+            "out": str(tmp_path / "out"),
+            "task": None,
+            "prompts": {"train": str(prompts)},
+            "sft": {"checkpoint": str(tmp_path / "model")},
+            "rounds": 3,
+            "round_prompts": "fresh",
+        },
+    )
+    pipeline = Pipeline(recipe, quiet=True)
+    shares = [[r["prompt"] for r in _generations(pipeline.round_prompts(r))] for r in (1, 2, 3)]
+    assert shares == [
+        ["question 0", "question 3", "question 6"],
+        ["question 1", "question 4"],
+        ["question 2", "question 5"],
+    ]
+    reuse = Pipeline(recipe.model_copy(update={"round_prompts": "reuse"}), quiet=True)
+    assert reuse.round_prompts(1) == reuse.round_prompts(2) == prompts

@@ -387,3 +387,43 @@ def test_the_pair_schedule_budget_is_decided_once_and_kept_on_resume(assets, tmp
     seen.clear()
     train(make_config(assets, out, resume=True, **RUN))  # free memory now reads as 1 byte
     assert set(seen) == {1 << 30, "pair"}
+
+
+def test_a_run_moved_aside_keeps_its_own_config(assets, tmp_path):
+    """resume_mismatch=fresh moves the earlier run to previous-<n>/ with its config.yaml, so `alphapo
+    report` can still read it; the new run writes its own."""
+    import yaml
+
+    out = tmp_path / "run"
+    train(make_config(assets, out, optim={"lr": 1e-3}, **RUN))
+    train(make_config(assets, out, resume_mismatch="fresh", optim={"lr": 2e-3}, **RUN))
+    old = yaml.safe_load((out / "previous-1" / "config.yaml").read_text())
+    new = yaml.safe_load((out / "config.yaml").read_text())
+    assert old["optim"]["lr"] == 1e-3 and new["optim"]["lr"] == 2e-3
+    from alphapo.report import write_report
+
+    assert write_report(out / "previous-1").is_file()
+
+
+def test_a_checkpoint_half_removed_by_a_kill_is_cleaned_at_start(assets, tmp_path):
+    """A kill while pruning (marker gone, files not yet) leaves step-N/ behind: the next run removes it."""
+    from alphapo.train.checkpoint import STATE_FILE
+
+    out = tmp_path / "run"
+    checkpoint = _interrupted(assets, out)
+    half = checkpoint.with_name("step-00000001")
+    shutil.copytree(checkpoint, half)
+    (half / STATE_FILE).unlink()  # pruning removes the marker first
+    result = train(make_config(assets, out, resume=True, **RUN))
+    assert result.step == 4 and not half.exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [p.name for p in complete_checkpoints(out)]
+
+
+def test_saving_a_tied_embedding_model_prints_no_shared_tensor_note(assets, tmp_path, capfd):
+    """Accelerate's "Removed shared tensor {'lm_head.weight'}" is expected for tied embeddings: not shown."""
+    import logging
+
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    train(make_config(assets, tmp_path / "run", train={"max_steps": 1}, checkpoint={"every": 1}))
+    captured = capfd.readouterr()
+    assert "Removed shared tensor" not in captured.err + captured.out

@@ -84,15 +84,15 @@ def remove_checkpoint(path: Path) -> None:
 
 def remove_stale(output_dir: Path, incomplete: bool = False) -> list[Path]:
     """Remove ``.tmp-step-*`` folders left by a save that was killed and, with ``incomplete``, step
-    folders that are not complete checkpoints (a kill while pruning one: marker removed, files not
-    yet); return what was removed. Saves are renamed into place only once complete, so an incomplete
-    ``step-*`` folder can only be one being deleted: the run start (which holds the output
-    directory's lock) finishes the job."""
+    folders without their marker (a kill while pruning one: the marker goes first, the files after);
+    return what was removed. Saves are renamed into place only with their marker, so a ``step-*``
+    folder without one can only be one being deleted: the run start (which holds the output
+    directory's lock) finishes the job. A folder whose marker lists files that are gone is left for
+    the user to see (it is never resumed from)."""
     root = checkpoints_dir(output_dir)
     stale = sorted(root.glob(".tmp-step-*")) if root.is_dir() else []
     if incomplete and root.is_dir():
-        complete = set(complete_checkpoints(output_dir))
-        stale += sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and p not in complete)
+        stale += sorted(p for p in root.iterdir() if _NAME.match(p.name) and not (p / STATE_FILE).is_file())
     for path in stale:
         remove_checkpoint(path)
     return stale

@@ -2,10 +2,13 @@
 
 KTO's reference point is a KL estimate ``E[logp(y'|x) - logp_ref(y'|x)]`` on *mismatched* prompts and
 completions (Ethayarajh et al. 2024; TRL pairs each prompt with another example's completion). Here
-the mismatch is fixed per example: example ``i``'s prompt with example ``i + 1``'s completion (in
-dataset order, wrapping around). :class:`KTOView` presents each example as a two-row item, its own
-completion then the mismatched one, so the reference table, the collator and the fused op run
-unchanged: the reference table holds both log-probs ``[N, 2]``.
+the mismatch is fixed per example by a seeded permutation that avoids the example's own prompt
+(:func:`mismatched_partners`): unpaired data often holds a prompt's chosen and rejected rows side by
+side (TRL's ``unpair_preference_dataset``) or its K samples together, so "the next row" would often be
+an answer to the same prompt. The mismatched completion is cut to what ``data.max_length`` leaves
+after the prompt, as every training row is. :class:`KTOView` presents each example as a two-row
+item, its own completion then the mismatched one, so the reference table, the collator and the fused
+op run unchanged: the reference table holds both log-probs ``[N, 2]``.
 
 Per micro-batch, :class:`KTOObjective` computes the policy's log-probs of the examples' own
 completions (with gradients, :func:`sequence_logps`: two-pass, since the loss needs the batch's KL
@@ -22,45 +25,82 @@ from typing import Any
 import torch
 
 from alphapo.errors import ConfigError
+from alphapo.log import logger
 from alphapo.losses import kto_loss
 from alphapo.train.metrics import MetricSums
 from alphapo.train.objectives import StepShape, mark_non_finite
 from alphapo.train.reference import batch_logps
 
 
+def mismatched_partners(prompts: list[tuple[int, ...]], seed: int) -> tuple[list[int], int]:
+    """For each example, another example whose prompt differs: a seeded shuffle of the prompts'
+    groups, each group kept together, every example paired with the one a largest group's length
+    further on (wrapping around), so no example lands in its own group unless one prompt holds more
+    than half of the data. Returns (partners, how many still share their prompt)."""
+    import random
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    ordered = list(groups.values())
+    random.Random(seed).shuffle(ordered)
+    order = [i for group in ordered for i in group]
+    shift = max(len(g) for g in ordered) if len(ordered) > 1 else 1
+    partners = [0] * len(order)
+    for position, i in enumerate(order):
+        partners[i] = order[(position + shift) % len(order)]
+    same = sum(prompts[i] == prompts[j] for i, j in enumerate(partners))
+    return partners, same
+
+
 class KTOView:
     """Unpaired examples as two-row items: ``chosen_ids`` the example's completion, ``rejected_ids``
-    the next example's completion under this prompt (the KL estimate's mismatched pair), ``label``."""
+    another prompt's completion under this prompt (the KL estimate's mismatched pair; see
+    :func:`mismatched_partners`), cut to ``max_length``, and ``label``."""
 
     kind = "paired"  # the row layout; what the rows mean is KTO's
     unpaired = True
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, seed: int = 0, max_length: int | None = None):
         self.base = dataset
         self.report = dataset.report
-        self.key = f"{dataset.key}:kto-mismatch-next"
-        self.content_key = f"{dataset.content_key}:kto-mismatch-next"
+        self.max_length = max_length
+        prompts = [tuple(dataset[i]["prompt_ids"]) for i in range(len(dataset))]
+        self.partners, shared = mismatched_partners(prompts, seed)
+        if shared:
+            logger.warning(
+                f"kto: {shared} of {len(prompts)} KL rows pair a prompt with an answer to the same prompt: one "
+                "prompt holds more than half of the data"
+            )
+        tag = f"kto-mismatch-permuted:{seed}:{max_length}"
+        self.key = f"{dataset.key}:{tag}"
+        self.content_key = f"{dataset.content_key}:{tag}"
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def _mismatched(self, i: int) -> list[int]:
+        prompt, other = self.base[i]["prompt_ids"], self.base[self.partners[i]]["completion_ids"]
+        if self.max_length is not None:
+            other = other[: max(self.max_length - len(prompt), 1)]
+        return other
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item, other = self.base[i], self.base[(i + 1) % len(self.base)]
+        item = self.base[i]
         return {
             "index": i,
             "prompt_ids": item["prompt_ids"],
             "chosen_ids": item["completion_ids"],
-            "rejected_ids": other["completion_ids"],
+            "rejected_ids": self._mismatched(i),
             "label": item["label"],
         }
 
     def lengths(self) -> list[int]:
         if self._lengths is None:
-            completions = [len(self.base[i]["completion_ids"]) for i in range(len(self.base))]
             self._lengths = [
-                len(self.base[i]["prompt_ids"]) + max(n, completions[(i + 1) % len(completions)])
-                for i, n in enumerate(completions)
+                len(self.base[i]["prompt_ids"]) + max(len(self.base[i]["completion_ids"]), len(self._mismatched(i)))
+                for i in range(len(self.base))
             ]
         return self._lengths
 
@@ -89,8 +129,11 @@ class KTOObjective:
         if kl is None:
             mismatched = {k: v[rows:] for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
             with torch.no_grad():
-                other, _, _ = batch_logps(model, mismatched, self.logps_mode, self.chunk_size)
-            kl = (other.double() - ref[:, 1]).mean().clamp(min=0)
+                other, other_n, _ = batch_logps(model, mismatched, self.logps_mode, self.chunk_size)
+            gap = other.double() - ref[:, 1]  # policy and reference on the same mismatched completions
+            if self.hparams.get("length_normalize"):  # the rewards are per token: so is their reference point
+                gap = gap / other_n.double()
+            kl = gap.mean().clamp(min=0)
         if not torch.isfinite(logps.detach()).all() or not torch.isfinite(torch.as_tensor(kl)).all():
             return mark_non_finite(logps, sums).sum() * 0.0
         good = batch["label"].to(logps.device)

@@ -182,7 +182,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                 f"{', '.join(cfg.data.paths)} holds unpaired rows (prompt, completion, label): they train with "
                 f"loss.name=kto, not {cfg.loss.name!r} (or build pairs from them first: alphapo pair)"
             )
-        dataset = KTOView(dataset)  # each example with a mismatched completion, for KTO's KL estimate
+        dataset = KTOView(dataset, cfg.train.seed, cfg.data.max_length)  # + a mismatched completion (KL)
         no_pairs = {"displacement": "off", "every": 0}  # both measure chosen against rejected answers
         cfg = cfg.model_copy(update={"diagnostics": cfg.diagnostics.model_copy(update=no_pairs)})
     expected = "sft" if cfg.task == "sft" else "paired"
