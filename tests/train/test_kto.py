@@ -40,8 +40,21 @@ def _unpaired(assets, tmp_path, **data):
 
 
 def test_kl_rows_come_from_other_prompts_and_fit_max_length(assets, tmp_path):
-    base, _ = _unpaired(assets, tmp_path, max_length=16, max_prompt_length=12)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(assets["tokenizer"])
+    words = ["apple", "pear", "plum", "fig", "kiwi", "lime", "date", "grape", "melon", "berry"]
+    path = tmp_path / "mixed.jsonl"
+    with open(path, "w") as f:  # short prompts with long answers, long prompts with short ones
+        for i in range(8):
+            short = i % 2 == 0
+            prompt = "Fruit?" if short else "Name a fruit like " + " and ".join(words[:4]) + ":"
+            completion = " " + " ".join(words[i % 3 :] if short else words[:1])
+            f.write(json.dumps({"prompt": prompt, "completion": completion, "label": short}) + "\n")
+    cfg = DataConfig(paths=[str(path)], prompt_format="plain", max_length=16, max_prompt_length=12)
+    base = load_dataset_for_training(cfg, tokenizer, tmp_path / "out", quiet=True)
     view = KTOView(base, seed=0, max_length=16)
+    assert max(len(base[view.partners[i]]["completion_ids"]) + len(base[i]["prompt_ids"]) for i in range(8)) > 16
     for i in range(len(view)):
         item = view[i]
         partner = view.partners[i]

@@ -5,8 +5,10 @@
 
 For each prompt file (its name is the split's name): greedy generations of the policy and of the
 baseline (cached beside the baseline's own evaluation when possible), scored by the task's gold
-reward. Reported per split, each with a bootstrap interval: accuracy, gold reward, win rate against
-the baseline (ties as half), the paired differences in accuracy and gold reward, mean response length
+reward (arithmetic rows carry an ``answer``, instruction rows IFEval's ``instruction_id_list`` and
+``kwargs``: :mod:`alphapo.tasks.verify`; "accuracy" is then every instruction followed). Reported
+per split, each with a bootstrap interval: accuracy, gold reward, win rate against the baseline
+(ties as half), the paired differences in accuracy and gold reward, mean response length
 in tokens, and KL(policy || baseline) estimated from samples of the policy:
 ``mean over y ~ policy of log policy(y) - log baseline(y)``.
 """
@@ -25,7 +27,7 @@ from alphapo.eval.stats import bootstrap, paired_difference, win_rate
 from alphapo.files import write_json
 from alphapo.ops.model_logps import model_sequence_logps
 from alphapo.sample.generate import generate, load_for_generation
-from alphapo.tasks import extract_answer, gold_reward
+from alphapo.tasks.verify import verify
 
 
 def greedy_records(
@@ -49,15 +51,15 @@ def greedy_records(
         prompt_format=prompt_format,
     )
     records = []
-    for row, (response,) in zip(rows, responses, strict=True):
-        answer = int(row["answer"])
+    for number, (row, (response,)) in enumerate(zip(rows, responses, strict=True), start=1):
+        gold, correct = verify(row, response, f"{label}: prompt {number}: ")
         records.append(
             {
                 "id": row.get("id"),
                 "prompt": row["prompt"],
                 "response": response,
-                "gold_reward": gold_reward(response, answer),
-                "correct": extract_answer(response) == answer,
+                "gold_reward": gold,
+                "correct": correct,
                 "length": len(tokenizer(response, add_special_tokens=False)["input_ids"]),
             }
         )
@@ -167,7 +169,7 @@ def evaluate(
     metrics: dict[str, dict] = {}
     for path in prompt_files:
         split = Path(path).name.split(".")[0]
-        rows = read_jsonl(path, "eval", required=("prompt", "answer"))[:max_prompts]
+        rows = read_jsonl(path, "eval", required=("prompt",))[:max_prompts]
         args = (tokenizer, rows, max_new_tokens, batch_size)
         mine = greedy_records(policy, *args, f"eval {split}: greedy", prompt_format)
         theirs = mine if same else _stored_records(baseline_eval, split, rows)

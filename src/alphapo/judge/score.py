@@ -6,7 +6,8 @@
 Each input row has ``prompt`` and ``completions``; the output row gains ``scores`` (one per
 completion). Judges:
 
-* ``gold``: the embedded task's computed reward; rows must carry the task's ``answer``.
+* ``gold``: the embedded task's computed reward; rows carry the arithmetic task's ``answer`` or the
+  instruction task's (IFEval-format) ``instruction_id_list`` and ``kwargs``.
 * a Hugging Face sequence-classification reward model from a local directory (one logit: the
   reward), scoring ``prompt + completion`` as training would tokenise them (through the reward
   model's chat template when it has one, ``prompt_format``), in batches.
@@ -22,15 +23,16 @@ from alphapo.data.config import PromptFormat
 from alphapo.data.stagefiles import read_jsonl, write_jsonl
 from alphapo.data.tokenize import completion_token_ids, prompt_token_ids
 from alphapo.errors import StageError
-from alphapo.tasks import gold_reward
+from alphapo.tasks.verify import verify
 
 
 def gold_scores(rows: list[dict], source: str) -> list[list[float]]:
+    """The embedded task's computed reward of every completion (arithmetic or instruction following,
+    by the fields each row carries: :func:`alphapo.tasks.verify.verify`)."""
     scores = []
     for number, row in enumerate(rows, start=1):
-        if "answer" not in row:
-            raise StageError(f"judge: {source}: row {number}: the gold judge needs the task's 'answer' field")
-        scores.append([gold_reward(c, int(row["answer"])) for c in row["completions"]])
+        where = f"judge: {source}: row {number}: "
+        scores.append([verify(row, c, where)[0] for c in row["completions"]])
     return scores
 
 

@@ -40,7 +40,7 @@ class FrontierProbe:
         from alphapo.sample.generate import load_for_generation
 
         self.baseline, self.tokenizer = load_for_generation(sft_dir, "sweep")
-        self.rows = read_jsonl(prompts_file, "sweep", required=("prompt", "answer"))[:n]
+        self.rows = read_jsonl(prompts_file, "sweep", required=("prompt",))[:n]
         self.every, self.epochs, self.out, self.cfg = every, epochs, out, cfg
         self.records: list[dict] = []
 
