@@ -82,3 +82,62 @@ def test_the_gold_judge_picks_the_task_by_the_row():
     assert gold == pytest.approx(1.1) and correct
     with pytest.raises(StageError, match="needs the task's 'answer'"):
         verify({"prompt": "x"}, "y", "judge: f: row 1: ")
+
+
+@pytest.mark.slow
+def test_a_micro_run_on_a_tiny_chat_model(tmp_path):
+    """task: instructions end to end from a (tiny, random) chat model: on-policy samples through the
+    chat template, the verifier as judge, pairs, two methods, the held-out split and IFEval."""
+    import json
+
+    from alphapo.config import validate
+    from alphapo.models import TinyModelSpec, build_tiny_model, train_bpe_tokenizer
+    from alphapo.pipeline.recipe import RecipeConfig
+    from alphapo.pipeline.run import Pipeline
+
+    texts = [p.prompt for p in make_split("train", 60, seed=0)] + ["Sure, here it is. P.S. thanks"] * 20
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=500)
+    special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    spec = TinyModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    model_dir = tmp_path / "chat-model"
+    build_tiny_model(spec, len(tokenizer), special).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    recipe = validate(
+        RecipeConfig,
+        {
+            "out": str(tmp_path / "run"),
+            "task": {"name": "instructions", "train_prompts": 12, "heldout": 6},
+            "sft": {"checkpoint": str(model_dir)},
+            "sample": {"k": 4, "temperature": 1.0, "max_new_tokens": 24, "batch_size": 16},
+            "pair": {"min_gap": 0.0},
+            "method_defaults": {
+                "data": {"max_length": 512, "max_prompt_length": 384},
+                "optim": {"lr": 1e-3},
+                "train": {"batch_size": 2, "max_steps": 2},
+                "logging": {"every": 1, "progress": "none"},
+            },
+            "methods": {"alphapo": {"loss": {"name": "alphapo", "alpha": 0.25}}, "simpo": {"loss": {"name": "simpo"}}},
+            "eval": {
+                "kl_samples": 1,
+                "max_new_tokens": 16,
+                "batch_size": 16,
+                "ifeval": {"limit": 3, "max_new_tokens": 8},
+            },
+        },
+    )
+    summary = Pipeline(recipe, quiet=True).run()
+    stored = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(stored["methods"]) == {"sft", "alphapo", "simpo"}
+    heldout = stored["methods"]["alphapo"]["by_split"]["heldout"]
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "eval" / "alphapo" / "generations-heldout.jsonl").read_text().splitlines()
+    ]
+    assert len(records) == 6 and heldout["gold_reward"] == pytest.approx(sum(r["gold_reward"] for r in records) / 6)
+    assert heldout["accuracy"] == pytest.approx(sum(r["correct"] for r in records) / 6)  # every instruction followed
+    assert set(stored["ifeval"]) == {"sft", "alphapo", "simpo"}
+    for numbers in stored["ifeval"].values():
+        assert {"prompt_strict", "instruction_strict", "prompt_loose", "instruction_loose"} <= set(numbers)
+    assert "prompt_strict_vs_sft" in stored["ifeval"]["simpo"] and summary["comparisons"]["reference"] == "simpo"
+    samples = [json.loads(line) for line in (tmp_path / "run" / "judged.jsonl").read_text().splitlines()]
+    assert all("instruction_id_list" in s and len(s["scores"]) == 4 for s in samples)

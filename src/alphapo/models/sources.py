@@ -33,13 +33,18 @@ def check_model_dir(path: str | Path, what: str = "model") -> Path:
 
 def resolve_model_source(source: str | None, what: str = "model.path") -> str | None:
     """A local directory for ``source``: itself when it is a directory; for a ``.gguf`` file, its
-    dequantised fp32 directory (converted once, cached by content); else (when it reads as a Hugging
+    dequantised fp32 directory (converted once, cached by content); for a name of ``alphapo models
+    ls`` (``smollm2-135m-instruct``), that model (fetched once); else (when it reads as a Hugging
     Face hub id, ``org/name``) the hub snapshot from the local cache or a download. Offline or not
     found, a :class:`ConfigError` that says so and how to get the files."""
     if source is None:
         return None
     if is_gguf(source):
         return str(dequantized_dir(source, what))
+    from alphapo.models.catalog import CATALOG, get_model
+
+    if source in CATALOG and not Path(source).exists():  # a model `alphapo models get` fetches
+        return str(get_model(source))
     if Path(source).exists() or not HUB_ID.match(source):
         return source
     try:

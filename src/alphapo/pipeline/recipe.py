@@ -28,8 +28,12 @@ class _Strict(BaseModel):
 
 
 class TaskSpec(_Strict):
-    """The embedded arithmetic task: how many problems of each split (seeded by the recipe's seed)."""
+    """An embedded task: how many problems of each split (seeded by the recipe's seed). ``arithmetic``
+    (``alphapo.tasks.arithmetic``: SFT data and four splits) or ``instructions`` (verifiable
+    instruction following, ``alphapo.tasks.instructions``: train prompts and a held-out split of
+    ``heldout`` prompts; the starting policy is an instruct model, ``sft.checkpoint: DIR``)."""
 
+    name: Literal["arithmetic", "instructions"] = "arithmetic"
     sft_examples: int = Field(default=20000, gt=0)
     train_prompts: int = Field(default=1000, gt=0)
     heldout: int = Field(default=300, gt=0)
@@ -150,6 +154,11 @@ class RecipeConfig(_Strict):
             raise ValueError("set task (the embedded task) or prompts.train (your own prompt file)")
         if self.task is None and self.sft.checkpoint in ("builtin", "train"):
             raise ValueError("with your own prompts, sft.checkpoint must be a model directory")
+        if self.task is not None and self.task.name == "instructions" and self.sft.checkpoint in ("builtin", "train"):
+            raise ValueError(
+                "task.name=instructions starts from an instruct model: set sft.checkpoint to its directory or "
+                ".gguf file (the built-in SFT model is the arithmetic task's)"
+            )
         if not self.methods:
             raise ValueError("methods: at least one method to train")
         for name in self.methods:

@@ -27,6 +27,8 @@ from alphapo.pipeline.stages import Stages
 
 BUILTIN_SFT = "assets/demo/sft"
 EVAL_SPLITS = ("heldout", "noop", "unseen_templates")
+INSTRUCTION_SPLITS = ("heldout",)
+"""The instruction task's evaluation split (IFEval itself: ``eval.ifeval``)."""
 ROUND_KL_PROMPTS = 100
 """Held-out prompts on which each round's policy is compared with the previous round's (KL, win rate)."""
 """The embedded task's evaluation splits (see :mod:`alphapo.tasks.arithmetic`)."""
@@ -55,14 +57,35 @@ class Pipeline:
         self.out = Path(cfg.out)
         self.stages = Stages(self.out, quiet=quiet)
         self.data = self.out / "data"
+        self._start: Path | None = None  # the given starting model's local directory, once resolved
 
     # ---- data and the starting policy
+    def eval_splits(self) -> tuple[str, ...]:
+        """The embedded task's evaluation splits."""
+        return INSTRUCTION_SPLITS if self.cfg.task.name == "instructions" else EVAL_SPLITS
+
+    def task_files(self) -> list[Path]:
+        sft = ("sft",) if self.cfg.task.name == "arithmetic" else ()
+        return [self.data / f"{s}.jsonl" for s in (*sft, "train", *self.eval_splits())]
+
     def make_task_data(self) -> None:
         import random
 
         from alphapo.tasks import demonstration, make_split
 
         task, seed = self.cfg.task, self.cfg.seed
+        if task.name == "instructions":  # prompts only: the starting policy is an instruct model
+            from alphapo.tasks import instructions
+
+            write_jsonl(
+                self.data / "train.jsonl",
+                (p.to_json() for p in instructions.make_split("train", task.train_prompts, seed + 1)),
+            )
+            write_jsonl(
+                self.data / "heldout.jsonl",
+                (p.to_json() for p in instructions.make_split("heldout", task.heldout, seed)),
+            )
+            return
         styles = random.Random(seed)
         write_jsonl(
             self.data / "sft.jsonl",
@@ -79,13 +102,20 @@ class Pipeline:
 
     def prompt_files(self) -> tuple[Path, list[Path]]:
         if self.cfg.task is not None:
-            return self.data / "train.jsonl", [self.data / f"{split}.jsonl" for split in EVAL_SPLITS]
+            return self.data / "train.jsonl", [self.data / f"{split}.jsonl" for split in self.eval_splits()]
         return Path(self.cfg.prompts.train), [Path(p) for p in self.cfg.prompts.eval]
 
     def sft_model(self) -> Path:
-        """The starting policy: copied or trained into ``out/sft/model``, or the given directory."""
+        """The starting policy: copied or trained into ``out/sft/model``, or the given model (a directory,
+        a ``.gguf`` file or a name of ``alphapo models ls``, resolved once to its local directory)."""
         checkpoint = self.cfg.sft.checkpoint
-        return self.out / "sft" / "model" if checkpoint in ("builtin", "train") else Path(checkpoint)
+        if checkpoint in ("builtin", "train"):
+            return self.out / "sft" / "model"
+        if self._start is None:
+            from alphapo.models.sources import resolve_model_source
+
+            self._start = Path(resolve_model_source(checkpoint, "sft.checkpoint"))
+        return self._start
 
     def sft_config(self) -> dict[str, Any]:
         base = {
@@ -191,7 +221,7 @@ class Pipeline:
                 "data",
                 {"task": cfg.task.model_dump(), "seed": cfg.seed},
                 [],
-                [self.data / f"{s}.jsonl" for s in ("sft", "train", *EVAL_SPLITS)],
+                self.task_files(),
                 self.make_task_data,
             )
         if cfg.sft.checkpoint == "builtin":
@@ -358,7 +388,13 @@ class Pipeline:
             from alphapo.tasks import make_split
 
             if not own:
-                rows = [p.to_json() for p in make_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)]
+                if self.cfg.task.name == "instructions":
+                    from alphapo.tasks.instructions import make_split as make_instructions
+
+                    new = make_instructions("train", self.cfg.task.train_prompts, self.cfg.seed + round)
+                else:
+                    new = make_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)
+                rows = [p.to_json() for p in new]
             else:
                 every = read_jsonl(train_prompts, "rounds", required=("prompt",))
                 rows = every[round - 1 :: self.cfg.rounds]
