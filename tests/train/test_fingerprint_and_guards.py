@@ -366,10 +366,12 @@ def test_the_pair_schedule_budget_is_decided_once_and_kept_on_resume(assets, tmp
     """Free memory shrinks once caches fill: a budget read at every step could switch the schedule (or
     its chunks) mid-run. It is read once, logged, stored in checkpoints and reused on resume."""
     import alphapo.ops.model_logps as model_logps
+    import alphapo.ops.pair_loss as pair_loss
     import alphapo.train.objectives as objectives
 
     budgets, seen = iter([1 << 30, 1, 1, 1, 1, 1]), []
-    monkeypatch.setattr(objectives, "default_budget_bytes", lambda device: next(budgets))
+    for module in (pair_loss, objectives):
+        monkeypatch.setattr(module, "default_budget_bytes", lambda device: next(budgets))
     original = model_logps.fused_pair_loss
 
     def spy(*args, budget_bytes=None, **kwargs):

@@ -110,7 +110,8 @@ def run_fingerprint(cfg, data_key: str, processes: int = 1) -> dict:
 def differences(stored: dict, current: dict) -> list[str]:
     """Human-readable differences, settings first (``optim.lr: 0.0001 -> 0.0002``)."""
     out = []
-    old, new = stored.get("settings", {}), current["settings"]
+    old = {k: v for k, v in stored.get("settings", {}).items() if not _safe(k)}  # older versions kept more
+    new = current["settings"]
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             out.append(f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}")

@@ -244,7 +244,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             cfg.train.chunk_size,
             displacement,
             cfg.train.pair_schedule,
-            None if cfg.train.logits_budget_mb is None else int(cfg.train.logits_budget_mb * 2**20),
+            _pair_budget(cfg, acc),
         )
     probe_batch = None
     if cfg.diagnostics.every and cfg.task == "preference" and main:
@@ -256,7 +256,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     if checkpoint is not None:
         state.update(load_checkpoint(acc, checkpoint), fingerprint=fingerprint)
         if isinstance(objective, PreferenceObjective) and cfg.train.logits_budget_mb is None:
-            objective.budget = state.get("pair_budget_bytes")  # the chunks the run started with: bit-exact
+            objective.budget = state.get("pair_budget_bytes", objective.budget)  # the run's own chunks
         apply_peak_lr(scheduler, cfg.optim.lr)
         if displacement is not None:
             displacement.load(state.get("displacement_probe", {}).get(str(acc.process_index), {}))
@@ -422,6 +422,22 @@ def _save_checkpoint(acc, output_dir: Path, state: dict, cfg: TrainConfig, displ
         lambda: save_checkpoint(acc, output_dir, step, state, cfg.checkpoint.keep_last),
         [target.with_name(f".tmp-{target.name}")],
     )
+
+
+def _pair_budget(cfg: TrainConfig, acc) -> int:
+    """The pair schedule's budget of held logits for the whole run: ``train.logits_budget_mb``, or the
+    default share of the free memory read once here (every process takes the smallest, so all chunk
+    alike); a resumed run replaces it with the one its checkpoint recorded."""
+    from alphapo.ops.pair_loss import default_budget_bytes
+
+    if cfg.train.logits_budget_mb is not None:
+        return int(cfg.train.logits_budget_mb * 2**20)
+    budget = default_budget_bytes(acc.device)
+    if acc.num_processes > 1:
+        budget = int(acc.gather(torch.tensor([budget], device=acc.device)).min())
+    if acc.is_main_process:
+        logger.info(f"train: pair schedule budget {budget / 2**20:.0f} MiB of logits (train.logits_budget_mb)")
+    return budget
 
 
 def _completion_tokens(item: dict) -> int:

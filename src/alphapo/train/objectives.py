@@ -60,11 +60,8 @@ class PreferenceObjective:
             ref = self.reference[batch["index"].cpu()].to(batch["input_ids"].device)
             refs = (ref[:, 0], ref[:, 1])
         if self.logps_mode == "fused":
-            if self.budget is None:  # decided once per run (free memory moves as caches fill), stored in checkpoints
+            if self.budget is None:  # read once (free memory moves as caches fill); the trainer passes its own
                 self.budget = default_budget_bytes(batch["input_ids"].device)
-                logger.info(
-                    f"train: pair schedule budget {self.budget / 2**20:.0f} MiB of logits (train.logits_budget_mb)"
-                )
             pair_loss, separable = self._pair_loss(refs, scale)
             fused = model_pair_loss(
                 model,
