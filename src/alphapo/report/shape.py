@@ -90,18 +90,29 @@ def _trend(values: list[float]) -> str:
     return "is not monotone"
 
 
+SIMPO_LIKE = 1.1
+"""Below this largest gradient weight of alpha = 0.25, AlphaPO barely differs from SimPO (the report says so)."""
+NEAR_DETERMINISTIC = 0.2
+"""A mean chosen log-prob per token closer to 0 than this: answers the model is nearly certain of."""
+
+
 def shape_findings(summary: dict) -> list[str]:
     """The section's text: the task's scale, what alpha did, the comparison with SimPO and the paper."""
     lines: list[str] = []
     scale = summary.get("reward_scale")
     if scale:
         c, r = scale["chosen"], scale["rejected"]
+        heaviest = math.exp(-0.25 * min(c["p5"], r["p5"]))
+        verdict = (
+            "SimPO in all but name here (`loss.alpha_scale` sets alpha on the task's own scale instead)"
+            if heaviest < SIMPO_LIKE
+            else "a reweighting that matters, as in the paper's regime"
+        )
         lines.append(
             f"Scale: under the starting model the chosen answers' mean log-prob per token is {c['mean_logp']:.3f} "
             f"(5th-95th percentile {c['p5']:.3f} to {c['p95']:.3f}), the rejected answers' {r['mean_logp']:.3f}. "
             "AlphaPO's gradient weight is p^-alpha = exp(-alpha * l), so the paper's alpha = 0.25, tuned where l is "
-            f"near -1, would weigh these answers by at most {math.exp(-0.25 * min(c['p5'], r['p5'])):.3f}: "
-            "SimPO in all but name. The demo sets alpha from `alpha_scale` instead."
+            f"near -1, weighs these answers by at most {heaviest:.3f}: {verdict}."
         )
         lines.append("")
         for name, m in shaped(summary):
@@ -129,9 +140,12 @@ def shape_findings(summary: dict) -> list[str]:
             f"{spread:.3f})."
         )
         more = "more" if gap < 0 else "less"
+        model = ""
+        if scale and abs(scale["chosen"]["mean_logp"]) < NEAR_DETERMINISTIC:
+            model = ", on a model whose answers are near-deterministic (log-prob per token near 0),"
         lines += [
             "",
-            f"{PAPER}. Here, on a tiny model whose answers are near-deterministic, larger alpha displaced the "
+            f"{PAPER}. Here{model} larger alpha displaced the "
             f"chosen answers {more} ({'consistent with' if gap > 0 else 'the opposite of'} the paper's direction"
             f"{'' if beyond else ', though within the seed spread'}).",
             "",
