@@ -138,8 +138,11 @@ class Pipeline:
         from alphapo.train import TrainConfig, train
 
         rows = read_jsonl(self.data / "sft.jsonl", "sft", required=("prompt", "completion"))
-        tokenizer = train_bpe_tokenizer(
-            [r["prompt"] + r["completion"] for r in rows], vocab_size=self.cfg.sft.vocab_size, split_digits=True
+        tokenizer = train_bpe_tokenizer(  # plain text in and out: no chat template, so every stage reads it as is
+            [r["prompt"] + r["completion"] for r in rows],
+            vocab_size=self.cfg.sft.vocab_size,
+            split_digits=True,
+            chat_template=None,
         )
         tokenizer.save_pretrained(self.out / "tokenizer")
         result = train(validate(TrainConfig, self.sft_config(), "sft recipe"))
