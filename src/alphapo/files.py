@@ -18,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_root() -> Path:
+    """alphapo's cache directory (converted GGUF models, fetched models, NLTK data): ``$ALPHAPO_CACHE``
+    or ``~/.cache/alphapo``."""
+    return Path(os.environ.get("ALPHAPO_CACHE") or Path.home() / ".cache" / "alphapo")
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to write a temporary file, then rename it to ``path`` (parents created)."""
     path = Path(path)

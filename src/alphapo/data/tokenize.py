@@ -116,6 +116,7 @@ class Tokenization:
     def completion_ids(self, prompt: Text, completion: Text, conversational: bool, field: str) -> list[int]:
         if not conversational and self.chat:
             prompt, conversational = self.user_turns(prompt), True
+        if conversational and isinstance(completion, str):  # a text answer (a sampled one) to a conversation
             completion = [{"role": "assistant", "content": completion.strip()}]
         if conversational:
             self._need_template(field)
@@ -205,11 +206,8 @@ def completion_token_ids(
     tokenization = Tokenization(tokenizer, DataConfig(prompt_format=prompt_format, max_length=None))
     out = []
     for prompt, completion in zip(prompts, completions, strict=True):
-        conversational = isinstance(prompt, list)
         if isinstance(completion, str) and not completion.strip():  # the model ended at once: EOS alone
             out.append([tokenization.eos])
-            continue
-        if conversational and isinstance(completion, str):
-            completion = [{"role": "assistant", "content": completion.strip()}]
-        out.append(tokenization.completion_ids(prompt, completion, conversational, "completion"))
+        else:
+            out.append(tokenization.completion_ids(prompt, completion, isinstance(prompt, list), "completion"))
     return out

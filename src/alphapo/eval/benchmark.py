@@ -27,7 +27,7 @@ from typing import Any
 from alphapo.data.config import PromptFormat
 from alphapo.errors import StageError
 from alphapo.eval import ifeval
-from alphapo.files import write_json
+from alphapo.files import write_json, write_jsonl
 from alphapo.log import logger
 
 DEFAULT_MAX_NEW_TOKENS = 512
@@ -174,8 +174,6 @@ def run_ifeval(
             label=f"ifeval {side}",
         )
         records[side], result[side] = _side(rows, answers, seconds, seed)
-        from alphapo.files import write_jsonl
-
         write_jsonl(out / f"ifeval-{side}.jsonl", records[side])
     if baseline_dir is not None:
         result["baseline_dir"] = str(baseline_dir)

@@ -67,13 +67,12 @@ def reward_model_scores(
     model, tokenizer = load_reward_model(path)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
-    prompts = [r["prompt"] for r in rows]
-    prompt_ids = prompt_token_ids(tokenizer, prompts, prompt_format)
-    flat_prompts = [(i, p) for i, (p, row) in enumerate(zip(prompts, rows, strict=True)) for _ in row["completions"]]
+    prompt_ids = prompt_token_ids(tokenizer, [r["prompt"] for r in rows], prompt_format)
+    owners = [i for i, row in enumerate(rows) for _ in row["completions"]]  # each completion's row
     completions = completion_token_ids(
-        tokenizer, [p for _, p in flat_prompts], [c for row in rows for c in row["completions"]], prompt_format
+        tokenizer, [rows[i]["prompt"] for i in owners], [c for row in rows for c in row["completions"]], prompt_format
     )
-    sequences = [prompt_ids[i] + ids for (i, _), ids in zip(flat_prompts, completions, strict=True)]
+    sequences = [prompt_ids[i] + ids for i, ids in zip(owners, completions, strict=True)]
     flat: list[float] = []
     pad = tokenizer.pad_token_id
     for start in range(0, len(sequences), batch_size):

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alphapo.errors import ConfigError
+from alphapo.files import cache_root
 from alphapo.log import logger
-from alphapo.models.gguf import cache_root, dequantized_dir
+from alphapo.models.gguf import dequantized_dir
 
 
 @dataclass(frozen=True)

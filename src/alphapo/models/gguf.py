@@ -27,15 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alphapo.errors import ConfigError
+from alphapo.files import cache_root
 from alphapo.log import logger
 
 MARKER = "alphapo_gguf.json"
 """Written last into a converted directory: the source file, its hash, the versions that converted it."""
-
-
-def cache_root() -> Path:
-    """alphapo's cache directory: ``$ALPHAPO_CACHE`` or ``~/.cache/alphapo``."""
-    return Path(os.environ.get("ALPHAPO_CACHE") or Path.home() / ".cache" / "alphapo")
 
 
 def is_gguf(path: str | Path | None) -> bool:

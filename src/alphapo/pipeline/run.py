@@ -27,11 +27,11 @@ from alphapo.pipeline.stages import Stages
 
 BUILTIN_SFT = "assets/demo/sft"
 EVAL_SPLITS = ("heldout", "noop", "unseen_templates")
+"""The arithmetic task's evaluation splits (see :mod:`alphapo.tasks.arithmetic`)."""
 INSTRUCTION_SPLITS = ("heldout",)
 """The instruction task's evaluation split (IFEval itself: ``eval.ifeval``)."""
 ROUND_KL_PROMPTS = 100
 """Held-out prompts on which each round's policy is compared with the previous round's (KL, win rate)."""
-"""The embedded task's evaluation splits (see :mod:`alphapo.tasks.arithmetic`)."""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -68,37 +68,33 @@ class Pipeline:
         sft = ("sft",) if self.cfg.task.name == "arithmetic" else ()
         return [self.data / f"{s}.jsonl" for s in (*sft, "train", *self.eval_splits())]
 
+    def task_split(self, split: str, n: int, seed: int) -> list[dict]:
+        """``n`` rows of the embedded task's ``split``, deterministic for ``seed``."""
+        if self.cfg.task.name == "instructions":
+            from alphapo.tasks.instructions import make_split
+        else:
+            from alphapo.tasks import make_split
+        return [p.to_json() for p in make_split(split, n, seed)]
+
     def make_task_data(self) -> None:
         import random
 
         from alphapo.tasks import demonstration, make_split
 
         task, seed = self.cfg.task, self.cfg.seed
-        if task.name == "instructions":  # prompts only: the starting policy is an instruct model
-            from alphapo.tasks import instructions
-
+        if task.name == "arithmetic":  # SFT demonstrations (the instruction task starts from an instruct model)
+            styles = random.Random(seed)
             write_jsonl(
-                self.data / "train.jsonl",
-                (p.to_json() for p in instructions.make_split("train", task.train_prompts, seed + 1)),
+                self.data / "sft.jsonl",
+                (
+                    {"prompt": p.prompt, "completion": " " + demonstration(p, styles)}
+                    for p in make_split("train", task.sft_examples, seed)
+                ),
             )
-            write_jsonl(
-                self.data / "heldout.jsonl",
-                (p.to_json() for p in instructions.make_split("heldout", task.heldout, seed)),
-            )
-            return
-        styles = random.Random(seed)
-        write_jsonl(
-            self.data / "sft.jsonl",
-            (
-                {"prompt": p.prompt, "completion": " " + demonstration(p, styles)}
-                for p in make_split("train", task.sft_examples, seed)
-            ),
-        )
-        # on-policy prompts: train-template problems the SFT stage did not see
-        write_jsonl(self.data / "train.jsonl", (p.to_json() for p in make_split("train", task.train_prompts, seed + 1)))
-        for split in EVAL_SPLITS:
-            problems = make_split(split, getattr(task, split), seed)
-            write_jsonl(self.data / f"{split}.jsonl", (p.to_json() for p in problems))
+        # on-policy prompts: train-split problems the SFT stage did not see
+        write_jsonl(self.data / "train.jsonl", self.task_split("train", task.train_prompts, seed + 1))
+        for split in self.eval_splits():
+            write_jsonl(self.data / f"{split}.jsonl", self.task_split(split, getattr(task, split), seed))
 
     def prompt_files(self) -> tuple[Path, list[Path]]:
         if self.cfg.task is not None:
@@ -388,16 +384,9 @@ class Pipeline:
 
         def write() -> None:
             from alphapo.data.stagefiles import read_jsonl
-            from alphapo.tasks import make_split
 
             if not own:
-                if self.cfg.task.name == "instructions":
-                    from alphapo.tasks.instructions import make_split as make_instructions
-
-                    new = make_instructions("train", self.cfg.task.train_prompts, self.cfg.seed + round)
-                else:
-                    new = make_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)
-                rows = [p.to_json() for p in new]
+                rows = self.task_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)
             else:
                 every = read_jsonl(train_prompts, "rounds", required=("prompt",))
                 rows = every[round - 1 :: self.cfg.rounds]
