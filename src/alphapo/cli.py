@@ -309,13 +309,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--quick", action="store_true", help="apply the recipe's `quick` overrides (a smaller look)")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from alphapo.config import load_config
     from alphapo.pipeline.demo import print_results
-    from alphapo.pipeline.recipe import RecipeConfig
+    from alphapo.pipeline.recipe import load_recipe
     from alphapo.pipeline.run import Pipeline
 
-    summary = Pipeline(load_config(RecipeConfig, args.config, args.overrides)).run()
+    summary = Pipeline(load_recipe(args.config, args.overrides, args.quick)).run()
     print_results(summary)
     return 0
 
@@ -388,7 +392,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
 
     return {
         "demo": ("the whole pipeline on the embedded task, offline, in minutes on a CPU", _demo_args, _cmd_demo),
-        "run": ("run a pipeline recipe: data, SFT, sample, judge, pair, train, eval, report", _config_args, _cmd_run),
+        "run": ("run a pipeline recipe: data, SFT, sample, judge, pair, train, eval, report", _run_args, _cmd_run),
         "sweep": (
             "train and compare settings (alpha, beta, lr, ...): displacement, frontier, report",
             _sweep_args,

@@ -18,9 +18,12 @@ A method's settings are any :class:`~alphapo.train.config.TrainConfig` keys; ``m
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from alphapo.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -147,6 +150,9 @@ class RecipeConfig(_Strict):
     """TrainConfig settings shared by every method (each method's own settings win)."""
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"alphapo": {"loss": {"name": "alphapo"}}})
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    quick: list[str] = Field(default_factory=list)
+    """``key=value`` overrides that ``alphapo run RECIPE --quick`` applies (before the command line's
+    own): a smaller look at the same recipe, best into its own ``out``."""
 
     @model_validator(mode="after")
     def _sources(self):
@@ -166,3 +172,17 @@ class RecipeConfig(_Strict):
             if reserved or not name.replace("_", "").isalnum():
                 raise ValueError(f"method name {name!r} is reserved or not a plain name")
         return self
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, quick: bool = False) -> RecipeConfig:
+    """Read a pipeline recipe (a file or a shipped recipe's name) with ``overrides``; ``quick``: its
+    ``quick`` overrides first (the command line's still win)."""
+    from alphapo.config import load_config
+
+    overrides = list(overrides or [])
+    if quick:
+        recipe = load_config(RecipeConfig, path, overrides)
+        if not recipe.quick:
+            raise ConfigError(f"{path}: --quick needs the recipe's `quick:` list of key=value overrides; it has none")
+        overrides = [*recipe.quick, *overrides]
+    return load_config(RecipeConfig, path, overrides)
