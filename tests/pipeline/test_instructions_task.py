@@ -37,6 +37,9 @@ def test_the_generator_is_deterministic_and_the_splits_never_share_a_base_reques
     assert len({p.base for p in train}) > 100 and len({p.base for p in heldout}) > 20
     ifeval_prompts = {r["prompt"] for r in load_prompts()}
     assert not ifeval_prompts & {p.prompt for p in train + heldout}
+    many = make_split("train", 2000, seed=0)  # draws that repeat a prompt are drawn again
+    assert len({p.prompt for p in many}) == 2000 and [p.to_json() for p in many[:300]] == [p.to_json() for p in train]
+    assert [p.id for p in many] == [f"train-{i}" for i in range(2000)]
 
 
 def test_every_instruction_is_described_by_its_checker_within_its_ranges():
@@ -84,16 +87,9 @@ def test_the_gold_judge_picks_the_task_by_the_row():
         verify({"prompt": "x"}, "y", "judge: f: row 1: ")
 
 
-@pytest.mark.slow
-def test_a_micro_run_on_a_tiny_chat_model(tmp_path):
-    """task: instructions end to end from a (tiny, random) chat model: on-policy samples through the
-    chat template, the verifier as judge, pairs, two methods, the held-out split and IFEval."""
-    import json
-
-    from alphapo.config import validate
+def _tiny_chat_model(tmp_path):
+    """A tiny random chat model (a tokenizer trained on the task's prompts, with a chat template)."""
     from alphapo.models import TinyModelSpec, build_tiny_model, train_bpe_tokenizer
-    from alphapo.pipeline.recipe import RecipeConfig
-    from alphapo.pipeline.run import Pipeline
 
     texts = [p.prompt for p in make_split("train", 60, seed=0)] + ["Sure, here it is. P.S. thanks"] * 20
     tokenizer = train_bpe_tokenizer(texts, vocab_size=500)
@@ -102,29 +98,45 @@ def test_a_micro_run_on_a_tiny_chat_model(tmp_path):
     model_dir = tmp_path / "chat-model"
     build_tiny_model(spec, len(tokenizer), special).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    recipe = validate(
-        RecipeConfig,
-        {
-            "out": str(tmp_path / "run"),
-            "task": {"name": "instructions", "train_prompts": 12, "heldout": 6},
-            "sft": {"checkpoint": str(model_dir)},
-            "sample": {"k": 4, "temperature": 1.0, "max_new_tokens": 24, "batch_size": 16},
-            "pair": {"min_gap": 0.0},
-            "method_defaults": {
-                "data": {"max_length": 512, "max_prompt_length": 384},
-                "optim": {"lr": 1e-3},
-                "train": {"batch_size": 2, "max_steps": 2},
-                "logging": {"every": 1, "progress": "none"},
-            },
-            "methods": {"alphapo": {"loss": {"name": "alphapo", "alpha": 0.25}}, "simpo": {"loss": {"name": "simpo"}}},
-            "eval": {
-                "kl_samples": 1,
-                "max_new_tokens": 16,
-                "batch_size": 16,
-                "ifeval": {"limit": 3, "max_new_tokens": 8},
-            },
+    return model_dir
+
+
+def _micro_recipe(tmp_path, **changes):
+    from alphapo.config import validate
+    from alphapo.pipeline.recipe import RecipeConfig
+
+    settings = {
+        "out": str(tmp_path / "run"),
+        "task": {"name": "instructions", "train_prompts": 12, "heldout": 6},
+        "sft": {"checkpoint": str(_tiny_chat_model(tmp_path))},
+        "sample": {"k": 4, "temperature": 1.0, "max_new_tokens": 24, "batch_size": 16},
+        "pair": {"min_gap": 0.0},
+        "method_defaults": {
+            "data": {"max_length": 512, "max_prompt_length": 384},
+            "optim": {"lr": 1e-3},
+            "train": {"batch_size": 2, "max_steps": 2},
+            "logging": {"every": 1, "progress": "none"},
         },
-    )
+        "methods": {"alphapo": {"loss": {"name": "alphapo", "alpha": 0.25}}, "simpo": {"loss": {"name": "simpo"}}},
+        "eval": {
+            "kl_samples": 1,
+            "max_new_tokens": 16,
+            "batch_size": 16,
+            "ifeval": {"limit": 3, "max_new_tokens": 8},
+        },
+    }
+    return validate(RecipeConfig, settings | changes)
+
+
+@pytest.mark.slow
+def test_a_micro_run_on_a_tiny_chat_model(tmp_path):
+    """task: instructions end to end from a (tiny, random) chat model: on-policy samples through the
+    chat template, the verifier as judge, pairs, two methods, the held-out split and IFEval."""
+    import json
+
+    from alphapo.pipeline.run import Pipeline
+
+    recipe = _micro_recipe(tmp_path)
     summary = Pipeline(recipe, quiet=True).run()
     stored = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(stored["methods"]) == {"sft", "alphapo", "simpo"}
@@ -141,3 +153,46 @@ def test_a_micro_run_on_a_tiny_chat_model(tmp_path):
     assert "prompt_strict_vs_sft" in stored["ifeval"]["simpo"] and summary["comparisons"]["reference"] == "simpo"
     samples = [json.loads(line) for line in (tmp_path / "run" / "judged.jsonl").read_text().splitlines()]
     assert all("instruction_id_list" in s and len(s["scores"]) == 4 for s in samples)
+
+
+@pytest.mark.slow
+def test_two_fresh_rounds_on_the_instruction_task(tmp_path):
+    """rounds: 2 with fresh prompts: round 2 samples new instruction prompts (none asked in round 1)
+    from round 1's policy, trains from it, and the summary reports both rounds."""
+    import json
+
+    from alphapo.data.stagefiles import read_jsonl
+    from alphapo.pipeline.run import Pipeline
+
+    recipe = _micro_recipe(
+        tmp_path,
+        rounds=2,
+        round_prompts="fresh",
+        methods={"alphapo": {"loss": {"name": "alphapo", "alpha": 0.25}}},
+        eval={"kl_samples": 1, "max_new_tokens": 8, "batch_size": 16},
+    )
+    Pipeline(recipe, quiet=True).run()
+    out = tmp_path / "run"
+    first = {r["prompt"] for r in read_jsonl(out / "data" / "train.jsonl", "t")}
+    second = read_jsonl(out / "round2" / "prompts.jsonl", "t")
+    assert len(second) == 12 and not first & {r["prompt"] for r in second}
+    assert all("instruction_id_list" in r for r in second)
+    judged = read_jsonl(out / "round2" / "data" / "alphapo" / "judged.jsonl", "t")
+    assert {r["prompt"] for r in judged} == {r["prompt"] for r in second}
+    stored = json.loads((out / "summary.json").read_text())
+    assert [e["round"] for e in stored["rounds"]["alphapo"]] == [1, 2]
+    config = (out / "round2" / "alphapo" / "config.yaml").read_text()
+    assert str(out / "alphapo" / "model") in config  # round 2 starts from round 1's policy
+
+
+def test_fresh_rounds_refuse_when_the_task_runs_out_of_new_prompts(tmp_path, monkeypatch):
+    from alphapo.errors import StageError
+    from alphapo.pipeline.run import Pipeline
+
+    recipe = _micro_recipe(tmp_path, rounds=2, round_prompts="fresh")
+    pipeline = Pipeline(recipe, quiet=True)
+    pipeline.make_task_data()
+    round1_and_8_more = [p.to_json() for p in make_split("train", 20, recipe.seed + 1)]
+    monkeypatch.setattr(pipeline, "task_split", lambda split, n, seed: round1_and_8_more)
+    with pytest.raises(StageError, match="found only 8 of 12 train prompts not asked in earlier rounds"):
+        pipeline.round_prompts(2)

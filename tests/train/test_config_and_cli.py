@@ -76,6 +76,26 @@ def test_every_shipped_recipe_loads():
             load_config(TrainConfig, recipe)
 
 
+def test_a_recipes_quick_overrides_apply_before_the_command_lines(monkeypatch):
+    """``alphapo run RECIPE --quick``: the recipe's own ``quick`` list, then the command line's overrides."""
+    from alphapo.pipeline import recipe as recipe_module
+    from alphapo.pipeline.recipe import load_recipe
+
+    full = load_recipe("smollm2_instructions")
+    quick = load_recipe("smollm2_instructions", ["task.heldout=8"], quick=True)
+    assert full.out == "smollm2-instructions" and quick.out == "smollm2-instructions-quick"
+    assert quick.task.train_prompts < full.task.train_prompts and quick.task.heldout == 8
+    assert quick.methods == full.methods and quick.sft == full.sft
+    with pytest.raises(ConfigError, match="--quick needs the recipe's `quick:` list"):
+        load_recipe("demo", quick=True)
+    seen = {}
+    monkeypatch.setattr(recipe_module, "load_recipe", lambda *a: seen.setdefault("args", a))
+    monkeypatch.setattr("alphapo.pipeline.run.Pipeline", lambda cfg: seen.setdefault("cfg", cfg))
+    with pytest.raises(AttributeError):  # the stand-in pipeline has no run(): only the parsing is tested
+        main(["run", "smollm2_instructions", "seeds=2", "--quick"])
+    assert seen["args"] == ("smollm2_instructions", ["seeds=2"], True)
+
+
 def test_accelerate_configs_are_valid_yaml():
     configs = sorted((ROOT / "src" / "alphapo" / "configs" / "accelerate").glob("*.yaml"))
     assert {c.stem for c in configs} >= {"ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"}

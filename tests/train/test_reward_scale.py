@@ -92,13 +92,17 @@ def test_alpha_scale_errors(assets, tmp_path, loss, message):
         make_config(assets, tmp_path, loss=loss)
 
 
-def test_final_displacement_covers_every_pair(assets, tmp_path):
-    """``displacement.json``: end minus start log-prob of every pair, recomputed here from both models."""
+@pytest.mark.parametrize("sample", [None, 10])
+def test_final_displacement_covers_every_pair_or_a_seeded_sample(assets, tmp_path, sample):
+    """``displacement.json``: end minus start log-prob of every pair (or of the sample of
+    ``final_displacement_pairs``: no hidden pass over a whole large dataset), recomputed here from both models."""
     from alphapo.data import Collator, load_dataset_for_training
+    from alphapo.train.displacement import final_displacement_rows
     from alphapo.train.reference import compute_table
     from alphapo.train.setup import load_policy, load_tokenizer
 
-    cfg = make_config(assets, tmp_path / "run", loss={"name": "simpo"}, diagnostics={"displacement": "dataset"})
+    diagnostics = {"displacement": "dataset", "final_displacement_pairs": sample}
+    cfg = make_config(assets, tmp_path / "run", loss={"name": "simpo"}, diagnostics=diagnostics)
     run = train(cfg)
     record = json.loads((tmp_path / "run" / "displacement.json").read_text())
     tokenizer = load_tokenizer(cfg)
@@ -111,7 +115,12 @@ def test_final_displacement_covers_every_pair(assets, tmp_path):
     start = compute_table(load_policy(cfg, tokenizer), dataset, collator, 8, One(), "logits")
     end = compute_table(load_policy(cfg, tokenizer, path=str(run.model_dir)), dataset, collator, 8, One(), "logits")
     delta = end - start
-    assert record["pairs"] == 24
+    rows = final_displacement_rows(24, sample, cfg.train.seed)
+    assert (rows is None) == (sample is None) and record["of"] == 24
+    if rows is not None:
+        assert len(set(rows)) == 10 and rows == sorted(rows) and rows != list(range(10))
+        delta = delta[torch.tensor(rows)]
+    assert record["pairs"] == len(delta)
     assert record["chosen"] == pytest.approx(float(delta[:, 0].mean()), abs=1e-5)
     assert record["rejected"] == pytest.approx(float(delta[:, 1].mean()), abs=1e-5)
     assert record["chosen_fell"] == pytest.approx(float((delta[:, 0] < 0).double().mean()))

@@ -183,6 +183,7 @@ class Pipeline:
             "resume": True,
             "resume_mismatch": "fresh",  # a stage rerun for changed settings or inputs starts over
             "train": {"seed": seed},
+            "diagnostics": {"final_displacement_pairs": None},  # the report's displacement is every pair's
         }
         merged = deep_merge(base, deep_merge(self.cfg.method_defaults, self.cfg.methods[name]))
         if round > 1:
@@ -385,8 +386,18 @@ class Pipeline:
         def write() -> None:
             from alphapo.data.stagefiles import read_jsonl
 
-            if not own:
-                rows = self.task_split("train", self.cfg.task.train_prompts, self.cfg.seed + round)
+            if not own:  # new problems, none asked in an earlier round (a repeat is skipped, the next one taken)
+                n = self.cfg.task.train_prompts
+                earlier = [train_prompts] + [self.out / f"round{r}" / "prompts.jsonl" for r in range(2, round)]
+                asked = {row["prompt"] for path in earlier for row in read_jsonl(path, "rounds", required=("prompt",))}
+                drawn = self.task_split("train", 2 * n + 16, self.cfg.seed + round)
+                rows = [row for row in drawn if row["prompt"] not in asked][:n]
+                if len(rows) < n:
+                    raise StageError(
+                        f"rounds: round {round} found only {len(rows)} of {n} train prompts not asked in earlier "
+                        "rounds; the task has too few distinct prompts for this many rounds (use fewer, or "
+                        "round_prompts: reuse)"
+                    )
             else:
                 every = read_jsonl(train_prompts, "rounds", required=("prompt",))
                 rows = every[round - 1 :: self.cfg.rounds]

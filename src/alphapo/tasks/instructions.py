@@ -136,15 +136,21 @@ def _describe(checker_class, instruction: str, base: str, rng: random.Random) ->
 
 
 def make_split(split: str, n: int, seed: int) -> list[InstructionPrompt]:
-    """``n`` prompts of ``split`` (``train`` or ``heldout``), deterministic for ``seed``."""
+    """``n`` distinct prompts of ``split`` (``train`` or ``heldout``), deterministic for ``seed``; the
+    first ``m`` of ``n`` are the ``m`` that ``make_split(split, m, seed)`` gives."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} ({', '.join(SPLITS)})")
     registry, conflicts = _registry()
     names = sorted(registry)
     bases = [(k, t) for k in KINDS for t in TOPICS if base_split(k, t) == split]
     rng = random.Random(seed * 1_000 + 100 + SPLITS.index(split))
-    out = []
-    for index in range(n):
+    out: list[InstructionPrompt] = []
+    seen: set[str] = set()
+    draws = 0
+    while len(out) < n:
+        draws += 1
+        if draws > 20 * n + 100:
+            raise ValueError(f"instructions: cannot draw {n} distinct {split} prompts (got {len(out)})")
         kind, topic = bases[rng.randrange(len(bases))]
         base = f"Write {kind} about {topic}."
         chosen: list[str] = []
@@ -154,7 +160,10 @@ def make_split(split: str, n: int, seed: int) -> list[InstructionPrompt]:
                 chosen.append(allowed[rng.randrange(len(allowed))])
         described = [_describe(registry[i], i, base, rng) for i in chosen]
         prompt = " ".join([base, *(d for d, _ in described)])
-        out.append(InstructionPrompt(f"{split}-{index}", prompt, base, chosen, [a for _, a in described], split))
+        if prompt in seen:  # a split never repeats a prompt (a repeat is drawn again)
+            continue
+        seen.add(prompt)
+        out.append(InstructionPrompt(f"{split}-{len(out)}", prompt, base, chosen, [a for _, a in described], split))
     return out
 
 

@@ -235,6 +235,10 @@ class DiagnosticsConfig(_Strict):
     displacement_every: int | None = Field(default=None, gt=0)
     """None: every logging step, or less often where re-measuring the probe would cost over 10% of
     training time."""
+    final_displacement_pairs: int | None = Field(default=256, gt=0)
+    """With ``dataset`` displacement: how many pairs ``displacement.json`` re-measures at the end of
+    training (a sample drawn with ``train.seed``), so that a large dataset does not end with a hidden
+    forward pass over all of it; None: every pair (``alphapo run`` pipelines default to every pair)."""
 
 
 class TrainConfig(_Strict):

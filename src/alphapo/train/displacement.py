@@ -82,9 +82,19 @@ class DisplacementProbe:
         self.start = {int(i): (float(v[0]), float(v[1])) for i, v in state.items()}
 
 
+def final_displacement_rows(n: int, pairs: int | None, seed: int) -> list[int] | None:
+    """The rows the end-of-training displacement re-measures: None (every row) when ``pairs`` is None
+    or covers them all, else ``pairs`` rows drawn without replacement with ``seed``, sorted."""
+    if pairs is None or pairs >= n:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=generator)[:pairs].tolist())
+
+
 def final_displacement(initial: torch.Tensor, final: torch.Tensor, lengths: torch.Tensor) -> dict:
-    """Displacement of every pair at the end of training: ``final - initial`` log-prob sums ([N, 2]
-    each, chosen then rejected; ``lengths`` [N, 2] token counts), as written to ``displacement.json``."""
+    """Displacement of the pairs at the end of training: ``final - initial`` log-prob sums ([N, 2]
+    each, chosen then rejected; ``lengths`` [N, 2] token counts), as written to ``displacement.json``
+    (``pairs``: how many were measured)."""
     delta = (final - initial).double()
     record: dict = {"pairs": int(delta.shape[0])}
     for column, side in enumerate(("chosen", "rejected")):

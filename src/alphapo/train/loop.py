@@ -31,7 +31,7 @@ from alphapo.ops.model_logps import verify_against_logits
 from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resume, save_checkpoint
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
-from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement
+from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement, final_displacement_rows
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.kto import KTOObjective, KTOView
@@ -397,12 +397,16 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
 
 
 def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path) -> None:
-
+    """``displacement.json``: the end-of-training displacement of every pair, or of a seeded sample of
+    ``diagnostics.final_displacement_pairs`` of them (the same rows on every process)."""
     batch_size = cfg.reference.batch_size or cfg.train.batch_size
     policy = acc.unwrap_model(model)
-    final = compute_table(policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs")
+    rows = final_displacement_rows(len(dataset), cfg.diagnostics.final_displacement_pairs, cfg.train.seed)
+    final = compute_table(policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs", rows)
     if acc.is_main_process:
-        record = final_displacement(initial, final, completion_lengths(dataset))
+        keep = slice(None) if rows is None else torch.tensor(rows)
+        record = final_displacement(initial[keep], final[keep], completion_lengths(dataset)[keep])
+        record["of"] = len(dataset)
         write_json(output_dir / "displacement.json", record)
 
 

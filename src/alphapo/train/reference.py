@@ -49,13 +49,22 @@ def batch_logps(model, batch: dict[str, torch.Tensor], mode: str, chunk_size: in
 
 @torch.no_grad()
 def compute_table(
-    model, dataset, collator: Collator, batch_size: int, accelerator, mode: str, label: str = "log-probs"
+    model,
+    dataset,
+    collator: Collator,
+    batch_size: int,
+    accelerator,
+    mode: str,
+    label: str = "log-probs",
+    rows: list[int] | None = None,
 ) -> torch.Tensor:
     """[N, K] log-prob sums (K = 2 for pairs: chosen, rejected; 1 otherwise), every process's share
-    computed locally and summed across processes. Progress (``label``) is shown on the main process."""
+    computed locally and summed across processes. Progress (``label``) is shown on the main process.
+    ``rows``: only these rows (the same list on every process); the others stay 0."""
     width = 2 if dataset.kind == "paired" else 1
     table = torch.zeros(len(dataset), width, dtype=torch.float64, device=accelerator.device)
-    order = sorted(range(len(dataset)), key=lambda i: -dataset.lengths()[i])  # similar lengths together
+    lengths = dataset.lengths()
+    order = sorted(range(len(dataset)) if rows is None else rows, key=lambda i: -lengths[i])  # less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     was_training = model.training
     model.eval()
