@@ -98,7 +98,7 @@ def test_a_recipes_quick_overrides_apply_before_the_command_lines(monkeypatch):
 
 def test_accelerate_configs_are_valid_yaml():
     configs = sorted((ROOT / "src" / "alphapo" / "configs" / "accelerate").glob("*.yaml"))
-    assert {c.stem for c in configs} >= {"ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"}
+    assert {c.stem for c in configs} >= {"ddp", "fsdp2", "fsdp2_cpu", "deepspeed_zero2", "deepspeed_zero3"}
     for config in configs:
         assert isinstance(yaml.safe_load(config.read_text()), dict)
 

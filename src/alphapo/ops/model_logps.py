@@ -61,6 +61,16 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def _unsharded_class(module: nn.Module) -> type:
+    """The module's own class: FSDP2's ``fully_shard`` swaps it for a subclass ``FSDP<Name>(FSDPModule,
+    <Name>)`` that only adds the sharding hooks."""
+    cls = type(module)
+    bases = cls.__bases__
+    if len(bases) == 2 and bases[0].__name__ == "FSDPModule" and cls.__name__ == f"FSDP{bases[1].__name__}":
+        return bases[1]
+    return cls
+
+
 def head_of(model: nn.Module) -> LMHead:
     """Describe ``model``'s output head, or raise :class:`UnsupportedModelError` saying why not."""
     lm = unwrap(model)
@@ -71,7 +81,7 @@ def head_of(model: nn.Module) -> LMHead:
     head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
     if head is None:
         raise UnsupportedModelError(f"{name} has no output embeddings (get_output_embeddings() is None)")
-    if type(head) is not nn.Linear:
+    if _unsharded_class(head) is not nn.Linear:
         raise UnsupportedModelError(
             f"{name}: the output head is a {type(head).__name__}, not a plain nn.Linear (an adapter on lm_head "
             "or a custom head); train without LoRA on lm_head, or set logps: logits to use full logits"

@@ -40,33 +40,65 @@ def automatic_every(probe_pairs: int, step_pairs: int, logging_every: int) -> in
 
 
 class DisplacementProbe:
-    """First-visit log-probs of up to ``capacity`` pairs and their re-measurement."""
+    """First-visit log-probs of up to ``capacity`` pairs and their re-measurement.
+
+    With several processes, each records the pairs of its own micro-batches (``capacity`` is its
+    share); a pair that another process visited earlier (a later epoch deals it elsewhere) is dropped
+    when the probes are merged at each measurement, so that every pair keeps its first visit, as one
+    process would, and the processes re-measure the merged probe in equal shares."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.start: dict[int, tuple[float, float]] = {}  # dataset index -> (chosen, rejected) at first visit
+        self.step = 0  # the training step whose forward passes offer pairs (set by the loop)
+        self.start: dict[int, tuple[float, float, int]] = {}  # dataset index -> (chosen, rejected, step)
+        self.known: set[int] = set()  # pairs another process recorded first (as of the last merge)
 
     def offer(self, indices: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
         """Record pairs seen by a training forward pass (before that step's update), while room is left."""
         for i, c, r in zip(indices.tolist(), chosen.detach().tolist(), rejected.detach().tolist(), strict=True):
             if len(self.start) >= self.capacity:
                 return
-            if i not in self.start and math.isfinite(c) and math.isfinite(r):
-                self.start[i] = (c, r)
+            if i not in self.start and i not in self.known and math.isfinite(c) and math.isfinite(r):
+                self.start[i] = (c, r, self.step)
+
+    def merge(self, acc) -> dict[int, tuple[float, float, int]]:
+        """Every process's pairs, each with its earliest visit (a collective call); drops from this
+        process's own record the pairs another process visited first."""
+        if acc.num_processes == 1:
+            return dict(self.start)
+        from accelerate.utils import gather_object
+
+        union: dict[int, tuple[float, float, int]] = {}
+        owner: dict[int, int] = {}
+        for rank, start in enumerate(gather_object([self.start])):
+            for i, value in start.items():
+                if i not in union or (value[2], rank) < (union[i][2], owner[i]):
+                    union[i], owner[i] = value, rank
+        self.start = {i: v for i, v in self.start.items() if owner[i] == acc.process_index}
+        self.known = set(union) - set(self.start)
+        return union
 
     @torch.no_grad()
-    def measure(self, model, dataset, collator, batch_size: int, device, logps_mode: str) -> MetricSums:
-        """Sums of the displacement metrics over the probe's pairs, on this process."""
+    def measure(self, model, dataset, collator, batch_size: int, acc, logps_mode: str) -> MetricSums:
+        """Sums of the displacement metrics over this process's share of the merged probe (reduce them
+        across processes). Every process runs the same number of forward passes (a sharded model
+        gathers its weights in each), the last one uncounted where its share is short."""
+        union = self.merge(acc)
+        order = sorted(union)
+        batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+        world, rank = acc.num_processes, acc.process_index
+        mine = batches[rank::world]
         sums = MetricSums()
-        order = sorted(self.start)
         was_training = model.training
         model.eval()
-        for k in range(0, len(order), batch_size):
-            ids = order[k : k + batch_size]
-            batch = {key: v.to(device) for key, v in collator([dataset[i] for i in ids]).items()}
+        for n in range(math.ceil(len(batches) / world)):
+            ids = mine[n] if n < len(mine) else batches[0]
+            batch = {key: v.to(acc.device) for key, v in collator([dataset[i] for i in ids]).items()}
             logps, _, _ = batch_logps(model, batch, logps_mode)
+            if n >= len(mine):
+                continue  # a pass to keep step with the other processes
             pairs = len(ids)
-            start = torch.tensor([self.start[i] for i in ids], dtype=torch.float64, device=logps.device)
+            start = torch.tensor([union[i][:2] for i in ids], dtype=torch.float64, device=logps.device)
             chosen, rejected = logps[:pairs].double(), logps[pairs:].double()
             sums.add("displacement/chosen", chosen - start[:, 0])
             sums.add("displacement/rejected", rejected - start[:, 1])
@@ -76,10 +108,13 @@ class DisplacementProbe:
 
     def state(self) -> dict:
         """JSON-able state for checkpoints (floats round-trip exactly through JSON)."""
-        return {str(i): list(v) for i, v in self.start.items()}
+        return {"start": {str(i): list(v) for i, v in self.start.items()}, "known": sorted(self.known)}
 
     def load(self, state: dict) -> None:
-        self.start = {int(i): (float(v[0]), float(v[1])) for i, v in state.items()}
+        if "start" not in state:  # written before visits carried their step: one entry per pair
+            state = {"start": {i: [*v[:2], 0] for i, v in state.items()}, "known": []}
+        self.start = {int(i): (float(v[0]), float(v[1]), int(v[2])) for i, v in state["start"].items()}
+        self.known = set(state["known"])
 
 
 def final_displacement_rows(n: int, pairs: int | None, seed: int) -> list[int] | None:

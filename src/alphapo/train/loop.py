@@ -32,6 +32,7 @@ from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resu
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement, final_displacement_rows
+from alphapo.train.distributed import describe, enable_fsdp_on_cpu
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.kto import KTOObjective, KTOView
@@ -108,8 +109,18 @@ def _accelerator(cfg: TrainConfig, output_dir: Path, cleanup: ExitStack):
         cleanup.callback(os.environ.pop, "MLFLOW_TRACKING_URI", None)
         logger.info("mlflow: tracking to %s (set MLFLOW_TRACKING_URI to choose)", uri)
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.train.precision]
-    acc = Accelerator(mixed_precision=precision, log_with=trackers or None, project_dir=str(output_dir))
+    # step_scheduler_with_optimizer=False: Accelerate's prepared scheduler otherwise steps once per
+    # process at every optimizer step (it assumes per-process step counts); alphapo's step counts are global
+    acc = Accelerator(
+        mixed_precision=precision,
+        log_with=trackers or None,
+        project_dir=str(output_dir),
+        step_scheduler_with_optimizer=False,
+    )
+    enable_fsdp_on_cpu(acc)
     check_world(acc)
+    if acc.is_main_process:
+        logger.info(describe(acc))
     return acc
 
 
@@ -123,7 +134,8 @@ def check_world(acc) -> None:
             f"this process was launched as one of {launched} (WORLD_SIZE) but joined a group of "
             f"{acc.num_processes}: the launcher's config does not fit this machine (a GPU config without GPUs?). "
             "Launch with a config that matches the devices here (`accelerate config`), or without "
-            "accelerate launch for one process"
+            "accelerate launch for one process; on CPU processes set ACCELERATE_USE_CPU=1 (accelerate launch "
+            "passes a config's use_cpu only to a single process)"
         )
 
 
@@ -283,6 +295,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             if epoch not in epoch_cache:
                 epoch_cache = {epoch: _step_batches(dataset, cfg, world, epoch)}
             items = epoch_cache[epoch][position]
+            if displacement is not None:
+                displacement.step = step + 1  # the visits this step's forward passes offer
             micro = _micro_batches(items, world * accum)
             shape = StepShape(len(items), sum(_completion_tokens(dataset[i]) for i in items), world)
             sums = MetricSums()
@@ -317,7 +331,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                     )
             else:
                 optimizer.step()
-                scheduler.step()
+                if not getattr(optimizer, "step_was_skipped", False):  # fp16's scaler skipped an overflow
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 skipped_in_a_row = 0
                 guard.check(step + 1, output_dir)
@@ -344,7 +359,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                         dataset,
                         collator,
                         cfg.reference.batch_size or cfg.train.batch_size,
-                        acc.device,
+                        acc,
                         cfg.train.logps,
                     )
                 metrics.update(measured.reduce(acc))

@@ -44,13 +44,20 @@ class MetricSums:
         return {name: total / max(count, 1) for name, (total, count) in self.reduce_totals(accelerator).items()}
 
     def reduce_totals(self, accelerator) -> dict[str, tuple[float, float]]:
-        """(sum, count) per metric over every process."""
+        """(sum, count) per metric over every process. A metric some process did not see this step (a
+        KTO micro-batch without a desirable example) counts 0 there: every process reduces the same
+        names, in the same order."""
         names = sorted(self.sums)
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            names = sorted(set().union(*gather_object([names])))
         if not names:
             return {}
         device = accelerator.device
-        sums = torch.stack([torch.as_tensor(self.sums[n], dtype=torch.float64).to(device) for n in names])
-        counts = torch.tensor([self.counts[n] for n in names], dtype=torch.float64, device=device)
+        zero = torch.zeros((), dtype=torch.float64)
+        sums = torch.stack([torch.as_tensor(self.sums.get(n, zero), dtype=torch.float64).to(device) for n in names])
+        counts = torch.tensor([self.counts.get(n, 0) for n in names], dtype=torch.float64, device=device)
         if accelerator.num_processes > 1:
             sums = accelerator.reduce(sums, reduction="sum")
             counts = accelerator.reduce(counts, reduction="sum")

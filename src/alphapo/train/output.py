@@ -94,10 +94,26 @@ def quiet_tied_weights_note() -> None:
         target.addFilter(_TiedWeightsNote())
 
 
+def drop_tied_copies(model, state_dict: dict | None) -> dict | None:
+    """``state_dict`` without the second name of a tied parameter (``lm_head.weight`` beside
+    ``model.embed_tokens.weight``): a gathered sharded state dict (FSDP2) holds a separate copy under
+    each name, which ``save_pretrained`` cannot recognise as shared and would write twice."""
+    if not state_dict:
+        return state_dict
+    first: dict[int, str] = {}
+    copies = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            copies.add(name)
+        else:
+            first[id(param)] = name
+    return {k: v for k, v in state_dict.items() if k not in copies}
+
+
 def save_final_model(acc, model, tokenizer, cfg, output_dir: Path, metrics: dict) -> Path:
     quiet_tied_weights_note()
     unwrapped = acc.unwrap_model(model)
-    state_dict = acc.get_state_dict(model)
+    state_dict = drop_tied_copies(unwrapped, acc.get_state_dict(model))
 
     def write(tmp: Path) -> None:
         unwrapped.save_pretrained(

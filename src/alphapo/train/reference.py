@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -69,12 +70,17 @@ def compute_table(
     was_training = model.training
     model.eval()
     mine = batches[accelerator.process_index :: accelerator.num_processes]
+    # every process runs as many forward passes (a sharded model gathers its weights in each): a short
+    # share ends with an uncounted pass
+    passes = math.ceil(len(batches) / accelerator.num_processes)
     with Progress(label, len(mine), "batches", enabled=accelerator.is_main_process) as progress:
-        for batch_ids in mine:
+        for n in range(passes):
+            batch_ids = mine[n] if n < len(mine) else batches[0]
             batch = {k: v.to(accelerator.device) for k, v in collator([dataset[i] for i in batch_ids]).items()}
             logps, _, _ = batch_logps(model, batch, mode)
-            table[batch["index"]] = logps.double().view(width, -1).t()
-            progress.advance()
+            if n < len(mine):
+                table[batch["index"]] = logps.double().view(width, -1).t()
+                progress.advance()
     model.train(was_training)
     if accelerator.num_processes > 1:
         table = accelerator.reduce(table, reduction="sum")
