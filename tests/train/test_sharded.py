@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from itertools import count
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,7 +94,7 @@ def test_two_fsdp2_processes_equal_one_on_the_same_global_batch(assets, tmp_path
 
 
 def test_unpaired_kto_trains_under_fsdp2(assets, tmp_path):
-    rows = [json.loads(line) for line in open(assets["pairs"])]
+    rows = [json.loads(line) for line in Path(assets["pairs"]).read_text().splitlines()]
     path = tmp_path / "unpaired.jsonl"
     with open(path, "w") as f:
         for r in rows:
