@@ -1,6 +1,7 @@
 """Kill -9 a training run at random moments (and during checkpoint writes), resume it, compare.
 
     python benchmarks/kill_resume.py --trials 20
+    python benchmarks/kill_resume.py --trials 10 --launch fsdp2     # 2 CPU processes, sharded checkpoints
 
 Builds a tiny model, tokenizer and pair file, trains once uninterrupted (``alphapo train`` in a
 subprocess, a checkpoint every step), then for each trial starts the same run, sends SIGKILL either
@@ -8,7 +9,9 @@ at a random moment or as soon as a checkpoint's temporary folder appears (a kill
 and resumes with ``resume=true`` until the run completes. It reports, per trial and in total: whether
 the final weights equal the uninterrupted run's bit for bit, whether a stale ``.tmp-*`` folder was left
 behind, and whether every checkpoint folder that looks complete (has its marker) actually loads.
-Prints a table and a JSON line.
+Prints a table and a JSON line. ``--launch fsdp2``: every run is ``accelerate launch`` with the shipped
+``accelerate/fsdp2_cpu`` config on 2 CPU processes (sharded checkpoints); a kill is SIGKILL to the
+whole launch (launcher and both workers), as a scheduler's kill -9 of the job would be.
 """
 
 from __future__ import annotations
@@ -59,8 +62,36 @@ def build_assets(root: Path) -> Path:
     return recipe
 
 
+LAUNCH = "single"
+
+
 def command(recipe: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "alphapo", "train", str(recipe), f"output_dir={out}", *extra]
+    train = ["-m", "alphapo", "train", str(recipe), f"output_dir={out}", *extra]
+    if LAUNCH == "single":
+        return [sys.executable, *train]
+    from alphapo.recipes import recipe_path
+
+    config = str(recipe_path("accelerate/fsdp2_cpu"))
+    port = str(29700 + random.randrange(200))
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        config,
+        "--main_process_port",
+        port,
+        *train,
+    ]
+
+
+def environment() -> dict:
+    return {**os.environ, "ALPHAPO_PROGRESS": "none", "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL the run: its whole process group (a launch's workers too)."""
+    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def weights(model_dir: Path) -> dict:
@@ -80,8 +111,16 @@ def complete_ones_load(out: Path) -> tuple[int, int]:
             continue
         looks += 1
         try:
-            load_file(str(folder / "model.safetensors"))
-            torch.load(folder / "optimizer.bin", weights_only=False)
+            if (folder / "pytorch_model_fsdp_0").is_dir():  # sharded: read every shard back into one state
+                from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    for part in ("pytorch_model_fsdp_0", "optimizer_0"):
+                        dcp_to_torch_save(folder / part, Path(tmp) / f"{part}.pt")
+                        torch.load(Path(tmp) / f"{part}.pt", weights_only=False)
+            else:
+                load_file(str(folder / "model.safetensors"))
+                torch.load(folder / "optimizer.bin", weights_only=False)
             json.loads((folder / "trainer_state.json").read_text())
             loads += 1
         except Exception:
@@ -94,15 +133,15 @@ def kill_during_write(proc: subprocess.Popen, out: Path, deadline: float) -> boo
     root = out / "checkpoints"
     while proc.poll() is None and time.monotonic() < deadline:
         if root.is_dir() and any(root.glob(".tmp-step-*")):
-            proc.send_signal(signal.SIGKILL)
+            kill(proc)
             return True
         time.sleep(0.001)
     return False
 
 
 def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_time: float) -> dict:
-    env = {**os.environ, "ALPHAPO_PROGRESS": "none"}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    env = environment()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "start_new_session": True}
     proc = subprocess.Popen(command(recipe, out), **quiet)
     if during_write:
         killed = kill_during_write(proc, out, time.monotonic() + run_time * 2)
@@ -110,8 +149,9 @@ def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_t
         time.sleep(rng.uniform(0.3, run_time))
         killed = proc.poll() is None
         if killed:
-            proc.send_signal(signal.SIGKILL)
+            kill(proc)
     proc.wait()
+    time.sleep(0.5)  # the killed group's sockets and files released
     stale_after_kill = sorted(p.name for p in (out / "checkpoints").glob(".tmp-*")) if killed else []
     looks, loads = complete_ones_load(out)
     resumes = 0
@@ -136,13 +176,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--launch", choices=["single", "fsdp2"], default="single")
     args = parser.parse_args()
+    global LAUNCH
+    LAUNCH = args.launch
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         recipe = build_assets(root)
         t0 = time.monotonic()
-        subprocess.run(command(recipe, root / "reference"), check=True, capture_output=True)
+        subprocess.run(command(recipe, root / "reference"), check=True, capture_output=True, env=environment())
         run_time = time.monotonic() - t0
         reference = weights(root / "reference" / "model")
         results = []
@@ -167,6 +210,7 @@ def main() -> None:
         "looked_complete": sum(r.get("looked_complete", 0) for r in results),
         "looked_complete_and_loaded": sum(r.get("loaded", 0) for r in results),
         "uninterrupted_run_s": round(run_time, 1),
+        "launch": args.launch,
     }
     print(
         "\n| trials | killed | during a write | resumed bit-identical | errors | stale tmp at end | "

@@ -71,3 +71,18 @@ def test_train_throughput_benchmark_runs():
     )
     rows = _json_tail(proc.stdout)["results"]
     assert rows["alphapo"]["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_sharded_memory_benchmark_runs():
+    """DDP and FSDP2 on 2 CPU processes at a toy size: each process reports its states, FSDP2 holds fewer."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sharded_memory.py"), "--rounds", "1", "--hidden", "64"]
+        + ["--layers", "2", "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["fsdp2"]["state_mb"] < summary["ddp"]["state_mb"] and summary["ddp"]["peak_rss_mb"] > 0
