@@ -77,8 +77,11 @@ def test_train_throughput_benchmark_runs():
 def test_sharded_memory_benchmark_runs():
     """DDP and FSDP2 on 2 CPU processes at a toy size: each process reports its states, FSDP2 holds fewer."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sharded_memory.py"), "--rounds", "1", "--hidden", "64"]
-        + ["--layers", "2", "--steps", "2"],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "sharded_memory.py"),
+            *"--rounds 1 --hidden 64 --layers 2 --steps 2".split(),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
