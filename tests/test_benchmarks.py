@@ -80,7 +80,7 @@ def test_sharded_memory_benchmark_runs():
         [
             sys.executable,
             str(ROOT / "benchmarks" / "sharded_memory.py"),
-            *"--rounds 1 --hidden 64 --layers 2 --steps 2".split(),
+            *["--rounds", "1", "--hidden", "64", "--layers", "2", "--steps", "2"],
         ],
         capture_output=True,
         text=True,
