@@ -43,6 +43,21 @@ def enable_fsdp_on_cpu(acc) -> None:
     # when Accelerate re-reads its state (``AcceleratorState()`` copies PartialState's)
 
 
+def check_engine(acc) -> None:
+    """Stop when the launch asked for DeepSpeed and Accelerate set up something else: Accelerate
+    turns DeepSpeed off on CPU processes (``ACCELERATE_USE_CPU``), where the run would otherwise train
+    plain data-parallel under a ZeRO config."""
+    from accelerate.utils import DistributedType
+
+    asked = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if asked and acc.distributed_type != DistributedType.DEEPSPEED:
+        raise ConfigError(
+            f"the launch asked for DeepSpeed, but Accelerate set up {describe(acc).removeprefix('distributed: ')}: "
+            "Accelerate runs DeepSpeed only on accelerators (not on CPU processes). On CPUs use FSDP2 "
+            "(`alphapo recipes path accelerate/fsdp2_cpu`), which shards the same states"
+        )
+
+
 def describe(acc) -> str:
     """One line: engine, sharding, processes, backend (``distributed: DDP, 2 processes (gloo)``)."""
     from accelerate.utils import DistributedType

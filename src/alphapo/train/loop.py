@@ -32,7 +32,7 @@ from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resu
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement, final_displacement_rows
-from alphapo.train.distributed import describe, enable_fsdp_on_cpu
+from alphapo.train.distributed import check_engine, describe, enable_fsdp_on_cpu
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.kto import KTOObjective, KTOView
@@ -119,6 +119,7 @@ def _accelerator(cfg: TrainConfig, output_dir: Path, cleanup: ExitStack):
     )
     enable_fsdp_on_cpu(acc)
     check_world(acc)
+    check_engine(acc)
     if acc.is_main_process:
         logger.info(describe(acc))
     return acc
