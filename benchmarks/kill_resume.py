@@ -90,8 +90,20 @@ def environment() -> dict:
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the run: its whole process group (a launch's workers too)."""
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL the run and every process it started (a launch's workers run in sessions of their own),
+    as a scheduler's kill of the job would."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=10)
 
 
 def weights(model_dir: Path) -> dict:
@@ -104,6 +116,7 @@ def complete_ones_load(out: Path) -> tuple[int, int]:
     """(folders that look complete, those of them that load)."""
     import torch
     from safetensors.torch import load_file
+    from torch.distributed.checkpoint.api import CheckpointException
 
     looks, loads = 0, 0
     for folder in sorted((out / "checkpoints").glob("step-*")):
@@ -123,7 +136,7 @@ def complete_ones_load(out: Path) -> tuple[int, int]:
                 torch.load(folder / "optimizer.bin", weights_only=False)
             json.loads((folder / "trainer_state.json").read_text())
             loads += 1
-        except Exception:
+        except (Exception, CheckpointException):  # the latter is a BaseException
             pass
     return looks, loads
 
