@@ -17,6 +17,7 @@ whole launch (launcher and both workers), as a scheduler's kill -9 of the job wo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -99,10 +100,8 @@ def kill(proc: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         return
     for member in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             member.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(family, timeout=10)
 
 
