@@ -7,7 +7,7 @@ import pytest
 from accelerate.utils import DistributedType
 
 from alphapo.errors import ConfigError
-from alphapo.train.distributed import check_engine, describe, enable_fsdp_on_cpu
+from alphapo.train.distributed import check_diagnostics, check_engine, describe, enable_fsdp_on_cpu
 
 
 def fake(kind, processes=2, **state):
@@ -46,3 +46,14 @@ def test_fsdp1_on_cpu_processes_is_refused(monkeypatch):
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ConfigError, match="needs fsdp_version: 2"):
         enable_fsdp_on_cpu(fake(DistributedType.MULTI_CPU))
+
+
+def test_the_gradient_probe_is_refused_under_sharding():
+    cfg = SimpleNamespace(diagnostics=SimpleNamespace(every=5))
+    fsdp = SimpleNamespace(fsdp_version=2, reshard_after_forward=True)
+    with pytest.raises(ConfigError, match=r"diagnostics.every=5 .* FSDP2 FULL_SHARD, 2 processes"):
+        check_diagnostics(cfg, fake(DistributedType.FSDP, fsdp_plugin=fsdp))
+    check_diagnostics(cfg, fake(DistributedType.MULTI_CPU))  # DDP: the probe uses the unwrapped model
+    check_diagnostics(
+        SimpleNamespace(diagnostics=SimpleNamespace(every=0)), fake(DistributedType.FSDP, fsdp_plugin=fsdp)
+    )

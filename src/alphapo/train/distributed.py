@@ -58,6 +58,20 @@ def check_engine(acc) -> None:
         )
 
 
+def check_diagnostics(cfg, acc) -> None:
+    """``diagnostics.every`` probes gradients on the main process alone, outside the engine: under
+    FSDP or DeepSpeed that backward (or, sharded, even the forward) would wait for processes that never
+    join it."""
+    from accelerate.utils import DistributedType
+
+    if cfg.diagnostics.every and acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(
+            f"diagnostics.every={cfg.diagnostics.every} (the gradient probe) runs on the main process alone, "
+            f"which {describe(acc).removeprefix('distributed: ')} cannot do; set diagnostics.every=0, or run "
+            "the diagnostics under DDP or on one process"
+        )
+
+
 def describe(acc) -> str:
     """One line: engine, sharding, processes, backend (``distributed: DDP, 2 processes (gloo)``)."""
     from accelerate.utils import DistributedType

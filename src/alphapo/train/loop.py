@@ -32,7 +32,7 @@ from alphapo.train.checkpoint import load_checkpoint, remove_stale, resolve_resu
 from alphapo.train.config import TrainConfig
 from alphapo.train.diagnostics import probe
 from alphapo.train.displacement import DisplacementProbe, automatic_every, final_displacement, final_displacement_rows
-from alphapo.train.distributed import check_engine, describe, enable_fsdp_on_cpu
+from alphapo.train.distributed import check_diagnostics, check_engine, describe, enable_fsdp_on_cpu
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
 from alphapo.train.kto import KTOObjective, KTOView
@@ -260,6 +260,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             _pair_budget(cfg, acc),
         )
     probe_batch = None
+    check_diagnostics(cfg, acc)
     if cfg.diagnostics.every and cfg.task == "preference" and main:
         items = [dataset[i] for i in range(min(cfg.diagnostics.probe_pairs, len(dataset)))]
         probe_batch = {k: v.to(acc.device) for k, v in collator(items).items()}
