@@ -169,9 +169,15 @@ def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_t
     resumes = 0
     while not (out / "model" / "model.safetensors").is_file():
         resumes += 1
-        done = subprocess.run(command(recipe, out, "resume=true"), capture_output=True, text=True, env=env)
+        try:
+            done = subprocess.run(
+                command(recipe, out, "resume=true"), capture_output=True, text=True, env=env, timeout=10 * run_time + 60
+            )
+        except subprocess.TimeoutExpired:
+            return {"killed": killed, "error": ["the resumed run hung"]}
         if done.returncode != 0 or resumes > 3:
-            return {"killed": killed, "error": done.stderr.strip().splitlines()[-1:]}
+            errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+            return {"killed": killed, "error": (errors or done.stderr.strip().splitlines())[-2:]}
     stale = sorted(p.name for p in out.rglob(".tmp-*"))
     return {
         "killed": killed,

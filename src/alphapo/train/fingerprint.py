@@ -195,7 +195,9 @@ def previous_results(output_dir: Path) -> list[str]:
     found = []
     if (output_dir / "model").is_dir():
         found.append("model/")
-    if (output_dir / "checkpoints").is_dir() and any((output_dir / "checkpoints").iterdir()):
+    from alphapo.train.checkpoint import complete_checkpoints
+
+    if complete_checkpoints(output_dir):  # a write cut short (a .tmp- folder, no marker) is no result: removed at start
         found.append("checkpoints/")
     log = output_dir / "metrics.jsonl"
     if log.is_file() and log.stat().st_size > 0:
@@ -211,6 +213,7 @@ def claim_output_dir(cfg, acc) -> None:
 
     output_dir = Path(cfg.output_dir)
     found = previous_results(output_dir)
+    acc.wait_for_everyone()  # all have looked before the main process moves anything
     if not found:
         return
     unfinished = found == ["metrics.jsonl"]  # stopped before its first checkpoint: only a log to keep

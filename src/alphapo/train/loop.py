@@ -209,6 +209,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     if main:
         for stale in remove_stale(output_dir, incomplete=True):
             logger.info(f"train: removed {stale}, a checkpoint whose save or removal was interrupted")
+    acc.wait_for_everyone()  # every process reads the output directory as the main process left it
     checkpoint = resolve_resume(output_dir, cfg.resume)
     fingerprint = run_fingerprint(cfg, dataset.content_key, acc.num_processes)
     if checkpoint is not None and resume_or_start_over(checkpoint, fingerprint, cfg, acc) == "fresh":
