@@ -140,13 +140,16 @@ def complete_ones_load(out: Path) -> tuple[int, int]:
     return looks, loads
 
 
-def kill_during_write(proc: subprocess.Popen, out: Path, deadline: float) -> bool:
-    """SIGKILL ``proc`` as soon as a checkpoint's temporary folder exists; False if it never did."""
+def kill_during_write(proc: subprocess.Popen, out: Path, deadline: float, nth: int = 1) -> bool:
+    """SIGKILL ``proc`` as soon as the ``nth`` checkpoint's temporary folder exists; False if it never did."""
     root = out / "checkpoints"
+    seen: set[str] = set()
     while proc.poll() is None and time.monotonic() < deadline:
-        if root.is_dir() and any(root.glob(".tmp-step-*")):
-            kill(proc)
-            return True
+        if root.is_dir():
+            seen.update(p.name for p in root.glob(".tmp-step-*"))
+            if len(seen) >= nth:
+                kill(proc)
+                return True
         time.sleep(0.001)
     return False
 
@@ -155,10 +158,10 @@ def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_t
     env = environment()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env, "start_new_session": True}
     proc = subprocess.Popen(command(recipe, out), **quiet)
-    if during_write:
-        killed = kill_during_write(proc, out, time.monotonic() + run_time * 2)
+    if during_write:  # during the write of the first checkpoint, or of a later one
+        killed = kill_during_write(proc, out, time.monotonic() + run_time * 2, nth=rng.randint(1, 12))
     else:
-        time.sleep(rng.uniform(0.3, run_time))
+        time.sleep(rng.uniform(0.3, 1.0) * run_time)
         killed = proc.poll() is None
         if killed:
             kill(proc)
