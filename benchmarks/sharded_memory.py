@@ -11,8 +11,9 @@ and a recipe (AlphaPO, fp32, AdamW, no gradient checkpointing); then launches th
 * ``state_mb``: the training states it holds, from its own tensors after each step: the parameters'
   local shard (the DTensor's local tensor under FSDP2) x 4 (parameter, gradient and AdamW's two
   moments, all fp32);
-* ``peak_rss_mb``: the process's peak resident memory (``ru_maxrss``), model, activations, framework
-  and all.
+* ``step_rss_mb``: its resident memory after each training step (the largest), what training holds;
+* ``peak_rss_mb``: its peak resident memory over the whole run (``ru_maxrss``): loading the full model
+  before it is sharded and gathering it again for the final ``save_pretrained`` count here too.
 
 Prints a table of medians over rounds (per process) and the FSDP2/DDP ratios, and a JSON line.
 """
@@ -73,14 +74,16 @@ def build(root: Path, hidden: int, layers: int, steps: int) -> Path:
 
 def worker(recipe: str, out: str) -> None:
     """Runs inside each launched process: trains and reports this process's memory."""
+    import psutil
     import torch
 
     from alphapo.config import load_config
     from alphapo.train import TrainConfig, train
 
-    states = []
+    states, rss = [], []
 
     def record(step, metrics, model):
+        rss.append(psutil.Process().memory_info().rss / 2**20)
         local = 0
         for p in model.parameters():
             tensor = p.to_local() if hasattr(p, "to_local") else p
@@ -93,7 +96,9 @@ def worker(recipe: str, out: str) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     record_path = Path(out) / f"memory-rank{rank}.json"
     record_path.write_text(
-        json.dumps({"state_mb": max(states), "peak_rss_mb": peak, "threads": torch.get_num_threads()})
+        json.dumps(
+            {"state_mb": max(states), "step_rss_mb": max(rss), "peak_rss_mb": peak, "threads": torch.get_num_threads()}
+        )
     )
 
 
@@ -140,17 +145,22 @@ def main() -> None:
                 results[engine] += launch(engine, recipe, root / f"{engine}-{k}", port)
     summary = {"parameters": params, "rounds": args.rounds, "processes": 2}
     print(f"\n{params / 1e6:.1f}M parameters, fp32, AdamW, 2 CPU processes, {args.rounds} rounds (medians per process)")
-    print("| engine | training states per process (MB) | peak RSS per process (MB) | peak RSS spread |")
+    print("| engine | training states (MB) | RSS after a step (MB, spread) | peak RSS of the run (MB, spread) |")
     print("|---|---|---|---|")
     for engine, rows in results.items():
         state = statistics.median(r["state_mb"] for r in rows)
-        rss = [r["peak_rss_mb"] for r in rows]
-        summary[engine] = {"state_mb": round(state, 1), "peak_rss_mb": round(statistics.median(rss), 1)}
-        print(f"| {engine} | {state:.0f} | {statistics.median(rss):.0f} | {min(rss):.0f}-{max(rss):.0f} |")
-    for key in ("state_mb", "peak_rss_mb"):
+        summary[engine] = {"state_mb": round(state, 1)}
+        cells = []
+        for key in ("step_rss_mb", "peak_rss_mb"):
+            values = [r[key] for r in rows]
+            summary[engine][key] = round(statistics.median(values), 1)
+            cells.append(f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})")
+        print(f"| {engine} | {state:.0f} | {cells[0]} | {cells[1]} |")
+    for key in ("state_mb", "step_rss_mb", "peak_rss_mb"):
         summary[f"{key}_ratio"] = round(summary["fsdp2"][key] / summary["ddp"][key], 3)
     print(
-        f"FSDP2 / DDP: training states {summary['state_mb_ratio']:.2f}x, peak RSS {summary['peak_rss_mb_ratio']:.2f}x"
+        f"FSDP2 / DDP: training states {summary['state_mb_ratio']:.2f}x, RSS after a step "
+        f"{summary['step_rss_mb_ratio']:.2f}x, peak RSS of the run {summary['peak_rss_mb_ratio']:.2f}x"
     )
     print(json.dumps(summary))
 
