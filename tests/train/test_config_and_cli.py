@@ -94,6 +94,12 @@ def test_a_recipes_quick_overrides_apply_before_the_command_lines(monkeypatch):
     with pytest.raises(AttributeError):  # the stand-in pipeline has no run(): only the parsing is tested
         main(["run", "smollm2_instructions", "seeds=2", "--quick"])
     assert seen["args"] == ("smollm2_instructions", ["seeds=2"], True)
+    seen.clear()
+    with pytest.raises(AttributeError):  # overrides after the flag too
+        main(["run", "smollm2_instructions", "--quick", "seeds=2", "out=x"])
+    assert seen["args"] == ("smollm2_instructions", ["seeds=2", "out=x"], True)
+    with pytest.raises(SystemExit):
+        main(["run", "smollm2_instructions", "--quick", "--bogus"])
 
 
 def test_accelerate_configs_are_valid_yaml():
