@@ -2,6 +2,7 @@
 
     python benchmarks/kill_resume.py --trials 20
     python benchmarks/kill_resume.py --trials 10 --launch fsdp2     # 2 CPU processes, sharded checkpoints
+    python benchmarks/kill_resume.py --trials 10 --command rm       # a reward model (alphapo rm)
 
 Builds a tiny model, tokenizer and pair file, trains once uninterrupted (``alphapo train`` in a
 subprocess, a checkpoint every step), then for each trial starts the same run, sends SIGKILL either
@@ -11,7 +12,9 @@ the final weights equal the uninterrupted run's bit for bit, whether a stale ``.
 behind, and whether every checkpoint folder that looks complete (has its marker) actually loads.
 Prints a table and a JSON line. ``--launch fsdp2``: every run is ``accelerate launch`` with the shipped
 ``accelerate/fsdp2_cpu`` config on 2 CPU processes (sharded checkpoints); a kill is SIGKILL to the
-whole launch (launcher and both workers), as a scheduler's kill -9 of the job would be.
+whole launch (launcher and both workers), as a scheduler's kill -9 of the job would be. ``--command
+rm``: the run is ``alphapo rm`` (a Bradley-Terry reward model on the same pairs), complete when its
+model directory holds ``reward_stats.json`` (written after the model, so a kill there is covered too).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ def build_assets(root: Path) -> Path:
     recipe.write_text(
         f"model: {{path: {root / 'model'}}}\n"
         f"data: {{paths: [{root / 'pairs.jsonl'}], max_length: 64, max_prompt_length: 32}}\n"
-        "loss: {name: sigmoid, beta: 0.1}\n"
-        "optim: {lr: 1.0e-3}\n"
+        + ("loss: {name: sigmoid, beta: 0.1}\n" if COMMAND == "train" else "")
+        + "optim: {lr: 1.0e-3}\n"
         "train: {batch_size: 4, max_steps: 16, seed: 0}\n"
         "checkpoint: {every: 1, keep_last: 2}\n"
         "logging: {every: 1, progress: none}\n"
@@ -64,10 +67,16 @@ def build_assets(root: Path) -> Path:
 
 
 LAUNCH = "single"
+COMMAND = "train"
+
+
+def finished(out: Path) -> bool:
+    """Whether the run in ``out`` completed (a reward model: its stats, written last, are there)."""
+    return (out / "model" / ("model.safetensors" if COMMAND == "train" else "reward_stats.json")).is_file()
 
 
 def command(recipe: Path, out: Path, *extra: str) -> list[str]:
-    train = ["-m", "alphapo", "train", str(recipe), f"output_dir={out}", *extra]
+    train = ["-m", "alphapo", COMMAND, str(recipe), f"output_dir={out}", *extra]
     if LAUNCH == "single":
         return [sys.executable, *train]
     from alphapo.recipes import recipe_path
@@ -170,7 +179,7 @@ def trial(recipe: Path, out: Path, rng: random.Random, during_write: bool, run_t
     stale_after_kill = sorted(p.name for p in (out / "checkpoints").glob(".tmp-*")) if killed else []
     looks, loads = complete_ones_load(out)
     resumes = 0
-    while not (out / "model" / "model.safetensors").is_file():
+    while not finished(out):
         resumes += 1
         try:
             done = subprocess.run(
@@ -198,9 +207,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--launch", choices=["single", "fsdp2"], default="single")
+    parser.add_argument("--command", choices=["train", "rm"], default="train", help="alphapo train or alphapo rm")
     args = parser.parse_args()
-    global LAUNCH
-    LAUNCH = args.launch
+    global LAUNCH, COMMAND
+    LAUNCH, COMMAND = args.launch, args.command
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -232,6 +242,7 @@ def main() -> None:
         "looked_complete_and_loaded": sum(r.get("loaded", 0) for r in results),
         "uninterrupted_run_s": round(run_time, 1),
         "launch": args.launch,
+        "command": args.command,
     }
     print(
         "\n| trials | killed | during a write | resumed bit-identical | errors | stale tmp at end | "

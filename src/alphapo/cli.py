@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from alphapo import __version__
 from alphapo.errors import AlphapoError
@@ -105,6 +106,40 @@ def _train_command(task: str) -> Handler:
     return run
 
 
+def _cmd_rm(args: argparse.Namespace) -> int:
+    """``alphapo rm RECIPE``: train a reward model, then (main process) its reward_stats.json and the
+    held-out evaluation from the saved directory."""
+    from alphapo.config import load_config
+    from alphapo.train import TrainConfig, train
+    from alphapo.train.reward_model import EVAL_FILE, evaluate_reward_model
+
+    cfg = load_config(TrainConfig, args.config, ["task=reward", *args.overrides])
+    result = train(cfg)
+    if result.status == "interrupted":
+        print(
+            f"alphapo rm: interrupted at step {result.step}; checkpoint {result.checkpoint}. Resume with: "
+            f"alphapo rm {args.config} "
+            + " ".join([*(o for o in args.overrides if not o.startswith("resume=")), "resume=true"]),
+            file=sys.stderr,
+        )
+        return 130
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
+    report = evaluate_reward_model(result.model_dir, cfg, result.output_dir)
+    held = report.get("heldout")
+    if held is not None:
+        acc = held["accuracy"]
+        print(
+            f"held-out pairs: {held['pairs']}, accuracy {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], "
+            f"margin {held['margin']['mean']:.3f}, rewards {held['reward_mean']:.3f} +- {held['reward_std']:.3f} "
+            f"({result.output_dir / EVAL_FILE})"
+        )
+    print(f"alphapo rm: done, {result.step} steps; reward model in {result.model_dir}", file=sys.stderr)
+    return 0
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="recipe YAML, or a shipped recipe's name (alphapo recipes ls)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override any setting, e.g. loss.alpha=0.5")
@@ -157,14 +192,44 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", required=True, help="JSONL from alphapo sample")
     p.add_argument("--out", required=True, help="output JSONL (each row gains 'scores')")
-    p.add_argument("--reward-model", default=None, help="local sequence-classification model (default: gold reward)")
+    p.add_argument(
+        "--reward-model",
+        action="append",
+        default=None,
+        help="local sequence-classification model (default: the task's gold reward); repeat for an ensemble",
+    )
+    p.add_argument(
+        "--combine",
+        choices=["mean", "worst", "uncertainty"],
+        default="mean",
+        help="ensemble rule: mean, worst (WCO) or uncertainty (UWO: mean - weight x variance)",
+    )
+    p.add_argument("--uncertainty-weight", type=float, default=1.0, help="UWO's lambda")
+    p.add_argument(
+        "--uncertainty-penalty", choices=["var", "std"], default="var", help="UWO penalises the variance (as published)"
+    )
+    p.add_argument(
+        "--standardize",
+        choices=["stats", "file"],
+        default="stats",
+        help="ensemble members' scale: their reward_stats.json (alphapo rm), or their scores on this file",
+    )
     _prompt_format_arg(p)
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
     from alphapo.judge.score import judge_file
 
-    n = judge_file(args.samples, args.out, args.reward_model, args.prompt_format)
+    n = judge_file(
+        args.samples,
+        args.out,
+        args.reward_model,
+        args.prompt_format,
+        args.combine,
+        args.uncertainty_weight,
+        args.uncertainty_penalty,
+        args.standardize,
+    )
     print(f"alphapo judge: {n} prompts scored -> {args.out}", file=sys.stderr)
     return 0
 
@@ -232,6 +297,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=None, help="prompts per generation batch (default 128; ifeval 16)")
     p.add_argument("--limit", type=int, default=None, help="--benchmark: only the first N prompts")
+    p.add_argument(
+        "--judge-model",
+        default=None,
+        help="a reward model directory that judges policy against baseline: win rate and length-controlled win rate",
+    )
     p.add_argument("--seed", type=int, default=0)
     _prompt_format_arg(p)
 
@@ -240,6 +310,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from alphapo.errors import ConfigError
 
     if args.benchmark is not None:
+        if args.judge_model is not None:
+            raise ConfigError("eval: --judge-model judges --prompts against --baseline, not a --benchmark")
         from alphapo.eval.benchmark import DEFAULT_MAX_NEW_TOKENS, format_result, run_ifeval
 
         if args.prompts:
@@ -271,13 +343,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or 128,
         seed=args.seed,
         prompt_format=args.prompt_format,
+        judge_model=args.judge_model,
     )
+
+    def interval(e: dict) -> str:
+        return f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+
     for split, m in result["splits"].items():
-        acc, win, kl = m["accuracy"], m["win_rate_vs_baseline"], m["kl_to_baseline"]
-        print(
-            f"{split}: accuracy {acc['mean']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}], win rate "
-            f"{win['mean']:.3f} [{win['low']:.3f}, {win['high']:.3f}], KL {kl['mean']:.3f}, n {m['n']}"
-        )
+        kl = m["kl_to_baseline"]
+        if "accuracy" in m:
+            print(
+                f"{split}: accuracy {interval(m['accuracy'])}, win rate {interval(m['win_rate_vs_baseline'])}, "
+                f"KL {kl['mean']:.3f}, n {m['n']}"
+            )
+        if "judge" in m:
+            j = m["judge"]
+            print(
+                f"{split}: judged by {j['model']}: win rate {interval(j['win_rate'])}, length-controlled "
+                f"{interval(j['lc_win_rate'])}, answers {j['mean_chars']:.0f} vs {j['baseline_mean_chars']:.0f} "
+                f"characters, KL {kl['mean']:.3f}, n {m['n']}"
+            )
     return 0
 
 
@@ -354,6 +439,38 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overopt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "config", nargs="?", default="demo", help="pipeline recipe on the embedded arithmetic task (default: demo)"
+    )
+    p.add_argument(
+        "settings",
+        nargs="*",
+        metavar="key=value",
+        help="rm_pairs=256 members=3 seeds=2 epochs=4 judges=gold,proxy,mean,worst,uncertainty recipe.out=DIR ...",
+    )
+
+
+def _cmd_overopt(args: argparse.Namespace) -> int:
+    from alphapo.pipeline.demo import demo_recipe_path
+    from alphapo.recipes import resolve
+    from alphapo.sweep.overopt import run_overopt
+
+    config, settings = args.config, list(args.settings)
+    if "=" in config:  # `alphapo overopt rm_pairs=64`: a setting, not a recipe
+        config, settings = "demo", [config, *settings]
+    recipe = str(demo_recipe_path()) if config == "demo" else str(resolve(config))
+    summary = run_overopt(recipe, settings)
+    for judge, j in summary["judges"].items():
+        peak = j["peak"]["gold"]
+        print(
+            f"{judge:12} gold peak {peak['mean']:.3f} [{peak['low']:.3f}, {peak['high']:.3f}] at step "
+            f"{j['peak']['step']}; over-optimisation: {'yes' if j['overoptimisation'] else 'no'}"
+        )
+    print(f"alphapo overopt: report in {Path(summary['plot']).parent / 'report.md'}", file=sys.stderr)
+    return 0
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="alphapo-demo", help="run directory (default: alphapo-demo)")
     p.add_argument(
@@ -398,6 +515,11 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
             _sweep_args,
             _cmd_sweep,
         ),
+        "overopt": (
+            "reward-model over-optimisation on the embedded task: gold vs proxy vs ensembles, against KL",
+            _overopt_args,
+            _cmd_overopt,
+        ),
         "sample": ("K completions per prompt from a model", _sample_args, _cmd_sample),
         "judge": ("score completions: the task's gold reward or a reward model", _judge_args, _cmd_judge),
         "pair": ("preference pairs from judged samples (best_worst, best_random, rank, ...)", _pair_args, _cmd_pair),
@@ -421,6 +543,11 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
             "supervised fine-tuning on prompt/completion data (the same trainer)",
             _config_args,
             _train_command("sft"),
+        ),
+        "rm": (
+            "train a Bradley-Terry reward model on preference pairs (then its held-out accuracy)",
+            _config_args,
+            _cmd_rm,
         ),
         "losses": ("list every loss with its defaults", losses_args, _cmd_losses),
         "recipes": (

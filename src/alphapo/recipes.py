@@ -31,6 +31,8 @@ def describe(path: Path) -> tuple[str, str]:
     """(kind, first comment line) of a recipe file."""
     text = path.read_text()
     kind = "accelerate" if path.parent.name == "accelerate" else "pipeline" if "kind: pipeline" in text else "train"
+    if kind == "train" and "task: reward" in text:
+        kind = "reward"
     first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
     return kind, first
 

@@ -140,6 +140,7 @@ TRL_VALUES = [  # TRL name, its value, the alphapo setting it must produce (dott
     ("rpo_alpha", 0.7, "loss.nll_weight", 0.7),  # the NLL weight, never the reward shape loss.alpha
     ("discopop_tau", 0.04, "loss.tau", 0.04),
     ("loss_type", "ipo", "loss.name", "ipo"),
+    ("center_rewards_coefficient", 0.01, "reward.center_rewards_coefficient", 0.01),  # RewardConfig's
 ]
 
 

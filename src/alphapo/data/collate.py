@@ -21,8 +21,8 @@ class Collator:
 
     Items are dicts with ``index``, ``prompt_ids`` and either ``chosen_ids``/``rejected_ids`` (paired)
     or ``completion_ids`` (sft, unpaired; unpaired also carries ``label``). The batch holds
-    ``input_ids``, ``attention_mask``, ``labels`` ([R, T] each; R = 2B for pairs), ``index`` [B] and,
-    for unpaired data, ``label`` [B] (bool).
+    ``input_ids``, ``attention_mask``, ``labels`` ([R, T] each; R = 2B for pairs), ``index`` [B],
+    for unpaired data ``label`` [B] (bool), and for pairs with margins ``margin`` [B].
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
@@ -41,6 +41,8 @@ class Collator:
         batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
         if "label" in items[0]:
             batch["label"] = torch.tensor([bool(it["label"]) for it in items], dtype=torch.bool)
+        if any("margin" in it for it in items):  # a file without the margin column: 0 (see DataConfig)
+            batch["margin"] = torch.tensor([float(it.get("margin", 0.0)) for it in items], dtype=torch.float32)
         return batch
 
     def pad(self, rows: Sequence[tuple[Sequence[int], Sequence[int]]]) -> dict[str, torch.Tensor]:

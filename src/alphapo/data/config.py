@@ -32,6 +32,11 @@ class DataConfig(BaseModel):
     completion_column: str = "completion"
     label_column: str = "label"
     messages_column: str = "messages"
+    margin_column: str | None = None
+    """Paired rows: a column of per-pair margins, for reward models (TRL's ``margin``: the loss is
+    ``-log sigma(r_chosen - r_rejected - margin)``; ``alphapo rm`` sets ``margin``). Read from each file
+    whose first rows have the column (a row there without a finite number is a bad row); a file
+    without it has no margins (0), and the data summary says so."""
     turn_marker: str = "\n\nAssistant:"
     """For implicit prompts in plain text: the prompt ends after the last marker in the shared prefix."""
     prompt_format: PromptFormat = "auto"
@@ -53,6 +58,12 @@ class DataConfig(BaseModel):
     pad_to_multiple_of: int | None = Field(default=None, gt=0)
     max_rows: int | None = Field(default=None, gt=0)
     """Read at most this many rows per file (for quick runs); the rest is not read."""
+    holdout: float = Field(default=0.0, ge=0, lt=1)
+    """Share of the prompts set aside by a stable hash of the prompt's text (the same split on every
+    machine, whatever the file order; every row of one prompt lands on the same side). 0: none."""
+    part: Literal["train", "heldout"] = "train"
+    """With ``holdout``: which side this run reads (``alphapo rm`` trains on ``train`` and evaluates on
+    ``heldout``). Rows of the other side are counted in the data summary, not trained on."""
     cache_dir: str | None = None
     """Where tokenised datasets are cached; None: ``<output_dir>/cache``."""
 

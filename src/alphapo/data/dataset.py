@@ -37,7 +37,7 @@ from alphapo.progress import Progress
 SKIPPED_FILE = "skipped_rows.jsonl"
 TRUNCATED_FILE = "truncated_rows.jsonl"
 _DETECT_ROWS = 64  # readable rows the format is detected from
-_REPORT_FIELDS = ("rows_read", "rows_kept", "truncated_rows", "skipped", "formats")
+_REPORT_FIELDS = ("rows_read", "rows_kept", "truncated_rows", "skipped", "formats", "other_part", "no_margin")
 
 
 @dataclass
@@ -50,7 +50,10 @@ class DataReport:
     truncated_rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     formats: dict[str, str] = field(default_factory=dict)
+    other_part: int = 0  # rows on the other side of data.holdout
+    no_margin: list[str] = field(default_factory=list)  # files without data.margin_column
     cache_hit: bool = False
+    part: str = "train"
 
     @property
     def truncated(self) -> int:
@@ -72,6 +75,11 @@ class DataReport:
 
     def summary(self) -> str:
         parts = [f"{self.rows_read} rows read", f"{self.rows_kept} kept"]
+        if self.other_part:
+            other = "held-out" if self.part == "train" else "training"
+            parts.append(f"{self.other_part} in the {other} part (data.holdout)")
+        if self.no_margin:
+            parts.append(f"no margin column in {', '.join(self.no_margin)} (margin 0)")
         if self.skipped:
             reasons = self.reasons()
             top = reasons.most_common(3)
@@ -133,8 +141,19 @@ def _skip_entry(kind: str, source: str, number: int, field_name: str, reason: st
     return {"kind": kind, "source": source, "row": number, "field": field_name, "reason": reason, "data": data}
 
 
+def holdout_side(prompt: Any, holdout: float) -> str:
+    """``heldout`` or ``train``: where ``data.holdout`` puts a prompt, by a stable hash of its text
+    (a conversation as canonical JSON), the same on every machine and in every file order."""
+    import hashlib
+
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    draw = int(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16], 16) / 16**16
+    return "heldout" if draw < holdout else "train"
+
+
 def _with_format(source: str, cfg: DataConfig, report: DataReport):
-    """``(number, row)`` of ``source`` with its format detected from the first readable rows."""
+    """``(format, has margins, number, row)`` of ``source`` with its format (and whether it carries
+    ``data.margin_column``) detected from the first readable rows."""
     rows = read_rows(source, cfg.split, cfg.max_rows)
     head, readable = [], []
     for number, row in rows:
@@ -153,28 +172,34 @@ def _with_format(source: str, cfg: DataConfig, report: DataReport):
     else:
         fmt = detect_format(readable, cfg, source)
     report.formats[source] = fmt
-    yield from ((fmt, number, row) for number, row in head)
-    yield from ((fmt, number, row) for number, row in rows)
+    margins = bool(cfg.margin_column) and any(cfg.margin_column in r for r in readable)
+    if cfg.margin_column and not margins and fmt in ("paired", "implicit"):
+        report.no_margin.append(source)
+    yield from ((fmt, margins, number, row) for number, row in head)
+    yield from ((fmt, margins, number, row) for number, row in rows)
 
 
 def _tokenize_all(cfg: DataConfig, tokenizer, quiet: bool) -> tuple[list[dict[str, Any]], str, DataReport]:
     tokenization = Tokenization(tokenizer, cfg)
-    report = DataReport()
+    report = DataReport(part=cfg.part)
     items: list[dict[str, Any]] = []
     kind = None
     for source in cfg.paths:
         with Progress(f"tokenise {source}", count_rows(source), "rows", enabled=not quiet) as progress:
-            for fmt, number, row in _with_format(source, cfg, report):
+            for fmt, margins, number, row in _with_format(source, cfg, report):
                 report.rows_read += 1
                 progress.advance()
                 try:
                     if isinstance(row, UnreadableRow):
                         raise BadRow("(row)", row.reason)
-                    example = to_example(row, fmt, cfg)
+                    example = to_example(row, fmt, cfg, margins)
                     if kind is not None and example.kind != kind:
                         raise DataError(
                             f"{source}: {example.kind} rows cannot be mixed with {kind} rows of earlier files"
                         )
+                    if cfg.holdout and holdout_side(example.prompt, cfg.holdout) != cfg.part:
+                        report.other_part += 1
+                        continue
                     tokens = tokenization(example)
                 except BadRow as bad:
                     if cfg.on_bad_row == "error":
@@ -207,6 +232,8 @@ def _tokenize_all(cfg: DataConfig, tokenizer, quiet: bool) -> tuple[list[dict[st
                     report.skipped.append(_skip_entry("empty_after_truncation", source, number, "prompt", reason, row))
                     continue
                 items.append(_item(len(items), source, number, example.kind, tokens, example.label))
+                if example.margin is not None:
+                    items[-1]["margin"] = example.margin
     report.rows_kept = len(items)
     if not items:
         raise DataError(f"no usable rows in {', '.join(cfg.paths)} ({report.summary()})")
@@ -262,7 +289,7 @@ def load_dataset_for_training(
     cached = load_entry(cache_dir, key) if cache_dir else None
     if cached is not None:
         items, stored = cached
-        report = DataReport(**{k: stored[k] for k in _REPORT_FIELDS}, cache_hit=True)
+        report = DataReport(**{k: stored[k] for k in _REPORT_FIELDS if k in stored}, cache_hit=True, part=cfg.part)
         kind = stored["kind"]
     else:
         items, kind, report = _tokenize_all(cfg, tokenizer, quiet)

@@ -37,6 +37,7 @@ class Example:
     completions: list[Text]  # paired: [chosen, rejected]; unpaired/sft: [completion]
     label: bool | None = None
     conversational: bool = False
+    margin: float | None = None  # paired rows with data.margin_column set
 
 
 def row_format(row: dict[str, Any], cfg: DataConfig) -> str | None:
@@ -140,8 +141,18 @@ def _split_last_turn(conversation: list[dict[str, str]]) -> tuple[list[dict[str,
     return conversation[:-1], conversation[-1:]
 
 
-def to_example(row: dict[str, Any], fmt: str, cfg: DataConfig) -> Example:
-    """Validate ``row`` as format ``fmt`` and normalise it; raise :class:`BadRow` if unusable."""
+def _margin(row: dict[str, Any], column: str) -> float:
+    import math
+
+    value = _get(row, column)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRow(column, f"expected a finite number (the pair's margin), got {value!r}")
+    return float(value)
+
+
+def to_example(row: dict[str, Any], fmt: str, cfg: DataConfig, margins: bool = False) -> Example:
+    """Validate ``row`` as format ``fmt`` and normalise it; raise :class:`BadRow` if unusable.
+    ``margins``: paired rows carry ``cfg.margin_column`` (its file has that column)."""
     if fmt in ("paired", "implicit"):
         chosen = _text_or_messages(_get(row, cfg.chosen_column), cfg.chosen_column, completion=True)
         rejected = _text_or_messages(_get(row, cfg.rejected_column), cfg.rejected_column, completion=True)
@@ -167,7 +178,8 @@ def to_example(row: dict[str, Any], fmt: str, cfg: DataConfig) -> Example:
                     )
         if chosen == rejected:
             raise BadRow(cfg.rejected_column, "identical to chosen")
-        return Example("paired", prompt, [chosen, rejected], conversational=conv)
+        margin = _margin(row, cfg.margin_column) if margins and cfg.margin_column else None
+        return Example("paired", prompt, [chosen, rejected], conversational=conv, margin=margin)
     if fmt == "unpaired":
         prompt = _text_or_messages(_get(row, cfg.prompt_column), cfg.prompt_column, completion=False)
         completion = _text_or_messages(_get(row, cfg.completion_column), cfg.completion_column, completion=True)

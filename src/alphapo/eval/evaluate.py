@@ -27,7 +27,7 @@ from alphapo.eval.stats import bootstrap, paired_difference, win_rate
 from alphapo.files import write_json
 from alphapo.ops.model_logps import model_sequence_logps
 from alphapo.sample.generate import generate, load_for_generation
-from alphapo.tasks.verify import verify
+from alphapo.tasks.verify import has_gold, verify
 
 
 def greedy_records(
@@ -38,7 +38,10 @@ def greedy_records(
     batch_size: int,
     label: str = "eval: greedy",
     prompt_format: PromptFormat = "auto",
+    require_gold: bool = True,
 ) -> list[dict]:
+    """Greedy answers to ``rows`` with their gold reward (None for a row without a verifier when not
+    ``require_gold``: a reward-model judge scores those) and length in tokens."""
     responses = generate(
         model,
         tokenizer,
@@ -52,7 +55,10 @@ def greedy_records(
     )
     records = []
     for number, (row, (response,)) in enumerate(zip(rows, responses, strict=True), start=1):
-        gold, correct = verify(row, response, f"{label}: prompt {number}: ")
+        if require_gold or has_gold(row):
+            gold, correct = verify(row, response, f"{label}: prompt {number}: ")
+        else:
+            gold, correct = None, None
         records.append(
             {
                 "id": row.get("id"),
@@ -133,6 +139,37 @@ def kl_estimate(
     return diff.view(len(rows), samples).mean(dim=1).tolist()
 
 
+def _judge(judge_model, rows, mine: list[dict], theirs: list[dict], prompt_format, seed: int) -> dict:
+    """A reward model's verdict on the policy's and the baseline's answer to each prompt: win rate
+    (ties half) and AlpacaEval's length-controlled win rate (lengths in characters), with intervals.
+    Each of the policy's records gains ``judge_score`` and ``baseline_judge_score``."""
+    from alphapo.eval.length_control import fit_length_control, lc_win_rate
+    from alphapo.eval.stats import win_outcomes
+    from alphapo.judge.score import reward_model_scores
+
+    pairs = [
+        {"prompt": r["prompt"], "completions": [a["response"], b["response"]]}
+        for r, a, b in zip(rows, mine, theirs, strict=True)
+    ]
+    scores = reward_model_scores(judge_model, pairs, prompt_format=prompt_format)
+    policy, baseline = [s[0] for s in scores], [s[1] for s in scores]
+    for record, (a, b) in zip(mine, scores, strict=True):
+        record["judge_score"], record["baseline_judge_score"] = a, b
+    outcomes = win_outcomes(policy, baseline)
+    lengths = [len(r["response"]) for r in mine], [len(r["response"]) for r in theirs]
+    return {
+        "model": str(judge_model),
+        "win_rate": bootstrap(outcomes, seed=seed).to_json(),
+        "lc_win_rate": lc_win_rate(outcomes, *lengths, seed=seed).to_json(),
+        # every longer answer won (or lost): the length model has no maximum and its LC is arbitrary
+        "lc_separable": fit_length_control(outcomes, [a - b for a, b in zip(*lengths, strict=True)]).separable,
+        "score": bootstrap(policy, seed=seed).to_json(),
+        "score_gain": paired_difference(policy, baseline, seed=seed).to_json(),
+        "mean_chars": sum(lengths[0]) / len(rows),
+        "baseline_mean_chars": sum(lengths[1]) / len(rows),
+    }
+
+
 def _stored_records(eval_dir: str | Path | None, split: str, rows: list[dict]) -> list[dict] | None:
     """The greedy records of ``split`` in ``eval_dir`` if they are for exactly ``rows``' prompts."""
     path = Path(eval_dir) / f"generations-{split}.jsonl" if eval_dir is not None else None
@@ -157,11 +194,15 @@ def evaluate(
     max_prompts: int | None = None,
     baseline_eval: str | Path | None = None,
     prompt_format: PromptFormat = "auto",
+    judge_model: str | Path | None = None,
 ) -> dict:
     """Evaluate ``model_dir`` against ``baseline_dir``; writes ``metrics.json`` and generations.
 
     ``baseline_eval``: the baseline's own evaluation directory; its greedy generations are reused
-    when they cover the same prompts (greedy decoding is deterministic), instead of generating again."""
+    when they cover the same prompts (greedy decoding is deterministic), instead of generating again.
+    ``judge_model``: a reward model that also judges the two answers to each prompt: its win rate and
+    length-controlled win rate against the baseline (``judge`` in each split's metrics); prompts then
+    need no gold verifier (the gold metrics appear when every prompt has one)."""
     out = Path(out_dir)
     policy, tokenizer = load_for_generation(model_dir, "eval")
     same = Path(model_dir).resolve() == Path(baseline_dir).resolve()
@@ -171,14 +212,16 @@ def evaluate(
         split = Path(path).name.split(".")[0]
         rows = read_jsonl(path, "eval", required=("prompt",))[:max_prompts]
         args = (tokenizer, rows, max_new_tokens, batch_size)
-        mine = greedy_records(policy, *args, f"eval {split}: greedy", prompt_format)
+        require_gold = judge_model is None
+        mine = greedy_records(policy, *args, f"eval {split}: greedy", prompt_format, require_gold)
         theirs = mine if same else _stored_records(baseline_eval, split, rows)
         if theirs is None:
-            theirs = greedy_records(baseline, *args, f"eval {split}: baseline", prompt_format)
+            theirs = greedy_records(baseline, *args, f"eval {split}: baseline", prompt_format, require_gold)
+        judged = _judge(judge_model, rows, mine, theirs, prompt_format, seed) if judge_model is not None else None
         gold = [r["gold_reward"] for r in mine]
-        correct = [float(r["correct"]) for r in mine]
+        correct = [float(r["correct"] or 0) for r in mine]
         base_gold = [r["gold_reward"] for r in theirs]
-        base_correct = [float(r["correct"]) for r in theirs]
+        base_correct = [float(r["correct"] or 0) for r in theirs]
         kl = (
             [0.0] * len(rows)
             if same
@@ -189,7 +232,16 @@ def evaluate(
         for record, value in zip(mine, kl, strict=True):
             record["kl"] = value
         write_jsonl(out / f"generations-{split}.jsonl", mine)
+        if any(g is None for g in gold):  # a reward-model judge on prompts without a verifier
+            metrics[split] = {
+                "n": len(rows),
+                "judge": judged,
+                "mean_length": sum(r["length"] for r in mine) / len(mine),
+                "kl_to_baseline": bootstrap(kl, seed=seed).to_json(),
+            }
+            continue
         metrics[split] = {
+            **({"judge": judged} if judged is not None else {}),
             "n": len(rows),
             "accuracy": bootstrap(correct, seed=seed).to_json(),
             "gold_reward": bootstrap(gold, seed=seed).to_json(),

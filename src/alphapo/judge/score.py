@@ -2,6 +2,7 @@
 
     alphapo judge --samples samples.jsonl --out judged.jsonl                       # the task's gold reward
     alphapo judge --samples samples.jsonl --out judged.jsonl --reward-model rm/    # a reward model
+    alphapo judge ... --reward-model rm1/ --reward-model rm2/ --combine worst      # an ensemble
 
 Each input row has ``prompt`` and ``completions``; the output row gains ``scores`` (one per
 completion). Judges:
@@ -60,13 +61,21 @@ def load_reward_model(path: str | Path):
     return model, tokenizer
 
 
-@torch.no_grad()
 def reward_model_scores(
     path: str | Path, rows: list[dict], batch_size: int = 32, prompt_format: PromptFormat = "auto"
 ) -> list[list[float]]:
+    """Every completion's score by the reward model in ``path`` (rows: ``prompt``, ``completions``)."""
     model, tokenizer = load_reward_model(path)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return scores_with(model, tokenizer, rows, batch_size, prompt_format)
+
+
+@torch.no_grad()
+def scores_with(
+    model, tokenizer, rows: list[dict], batch_size: int = 32, prompt_format: PromptFormat = "auto"
+) -> list[list[float]]:
+    """:func:`reward_model_scores` with a reward model already loaded."""
+    device = next(model.parameters()).device
     prompt_ids = prompt_token_ids(tokenizer, [r["prompt"] for r in rows], prompt_format)
     owners = [i for i, row in enumerate(rows) for _ in row["completions"]]  # each completion's row
     completions = completion_token_ids(
@@ -90,17 +99,89 @@ def reward_model_scores(
     return scores
 
 
+COMBINE_RULES = ("mean", "worst", "uncertainty")
+
+
+def combine(
+    members: list[list[float]],
+    rule: str,
+    centres: list[float],
+    scales: list[float],
+    uncertainty_weight: float = 1.0,
+    uncertainty_penalty: str = "var",
+) -> list[float]:
+    """One ensemble score per completion from ``members`` ([M][N] raw scores): each member
+    standardised with its (centre, scale), then combined by ``rule`` (see the module docstring)."""
+    import numpy as np
+
+    if rule not in COMBINE_RULES:
+        raise StageError(f"judge: unknown combination rule {rule!r}; one of {', '.join(COMBINE_RULES)}")
+    raw = np.asarray(members, dtype=np.float64)
+    z = (raw - np.asarray(centres)[:, None]) / np.asarray(scales)[:, None]
+    if rule == "mean":
+        out = z.mean(axis=0)
+    elif rule == "worst":
+        out = z.min(axis=0)
+    else:
+        spread = z.var(axis=0) if uncertainty_penalty == "var" else z.std(axis=0)
+        out = z.mean(axis=0) - uncertainty_weight * spread
+    return out.tolist()
+
+
+def _standardisers(paths: list[str], members: list[list[float]], standardize: str) -> tuple[list, list]:
+    """Each member's (centre, scale): from its ``reward_stats.json`` or from this file's scores."""
+    import statistics
+
+    from alphapo.train.reward_model import STATS_FILE, read_stats
+
+    centres, scales = [], []
+    for path, scores in zip(paths, members, strict=True):
+        if standardize == "file":
+            centre, scale = statistics.fmean(scores), statistics.pstdev(scores) if len(scores) > 1 else 0.0
+        else:
+            stats = read_stats(path)
+            if stats is None:
+                raise StageError(
+                    f"judge: {path} has no {STATS_FILE} (written by alphapo rm) to standardise its scores in an "
+                    "ensemble; use --standardize file to standardise each member on the judged file instead"
+                )
+            centre, scale = stats["mean"], stats["std"]
+        if not scale > 0:
+            raise StageError(f"judge: {path}'s scores do not vary ({standardize} statistics): cannot standardise")
+        centres.append(centre)
+        scales.append(scale)
+    return centres, scales
+
+
 def judge_file(
     samples_path: str | Path,
     out_path: str | Path,
-    reward_model: str | None = None,
+    reward_model: str | list[str] | None = None,
     prompt_format: PromptFormat = "auto",
+    combine_rule: str = "mean",
+    uncertainty_weight: float = 1.0,
+    uncertainty_penalty: str = "var",
+    standardize: str = "stats",
 ) -> int:
-    """Score ``samples_path`` into ``out_path`` with the gold judge or ``reward_model``; returns rows."""
+    """Score ``samples_path`` into ``out_path`` with the gold judge, a reward model or an ensemble of
+    them (``reward_model`` a list of two or more); returns the number of rows."""
     rows = read_jsonl(samples_path, "judge", required=("prompt", "completions"))
-    if reward_model:
-        scores = reward_model_scores(reward_model, rows, prompt_format=prompt_format)
+    paths = [reward_model] if isinstance(reward_model, str | Path) else list(reward_model or [])
+    extra: list[dict] = [{} for _ in rows]
+    if len(paths) == 1:
+        scores = reward_model_scores(paths[0], rows, prompt_format=prompt_format)
+    elif paths:
+        per_member = [reward_model_scores(p, rows, prompt_format=prompt_format) for p in paths]
+        flat = [[s for row in member for s in row] for member in per_member]
+        centres, scales = _standardisers([str(p) for p in paths], flat, standardize)
+        combined = combine(flat, combine_rule, centres, scales, uncertainty_weight, uncertainty_penalty)
+        scores, i = [], 0
+        for number, row in enumerate(rows):
+            n = len(row["completions"])
+            scores.append(combined[i : i + n])
+            extra[number] = {"member_scores": [member[number] for member in per_member]}
+            i += n
     else:
         scores = gold_scores(rows, str(samples_path))
-    write_jsonl(out_path, ({**row, "scores": s} for row, s in zip(rows, scores, strict=True)))
+    write_jsonl(out_path, ({**row, **e, "scores": s} for row, e, s in zip(rows, extra, scores, strict=True)))
     return len(rows)

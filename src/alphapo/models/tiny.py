@@ -28,9 +28,12 @@ class TinyModelSpec(BaseModel):
     seed: int = 0
 
 
-def build_tiny_model(spec: TinyModelSpec, vocab_size: int | None = None, special_tokens: dict | None = None):
-    """A freshly initialised ``LlamaForCausalLM`` of the given size (deterministic for ``spec.seed``)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def build_tiny_model(
+    spec: TinyModelSpec, vocab_size: int | None = None, special_tokens: dict | None = None, head: str = "causal"
+):
+    """A freshly initialised ``LlamaForCausalLM`` of the given size (deterministic for ``spec.seed``);
+    ``head="reward"``: a ``LlamaForSequenceClassification`` with one label (a reward model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     vocab = spec.vocab_size or vocab_size
     if vocab is None:
@@ -45,9 +48,10 @@ def build_tiny_model(spec: TinyModelSpec, vocab_size: int | None = None, special
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=spec.tie_word_embeddings,
         rope_theta=spec.rope_theta,
+        **({"num_labels": 1} if head == "reward" else {}),
         **(special_tokens or {}),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(config) if head == "causal" else LlamaForSequenceClassification(config)
     return model

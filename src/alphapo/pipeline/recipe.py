@@ -81,8 +81,24 @@ class SampleSpec(_Strict):
 
 
 class JudgeSpec(_Strict):
-    reward_model: str | None = None
-    """A local sequence-classification reward model directory; None: the task's gold reward."""
+    reward_model: str | list[str] | None = None
+    """A local sequence-classification reward model directory, or a list of them (an ensemble,
+    ``alphapo.judge.score``); None: the task's gold reward."""
+    combine: Literal["mean", "worst", "uncertainty"] = "mean"
+    """How an ensemble's standardised scores combine: mean, worst (WCO) or uncertainty (UWO)."""
+    uncertainty_weight: float = Field(default=1.0, ge=0)
+    uncertainty_penalty: Literal["var", "std"] = "var"
+    standardize: Literal["stats", "file"] = "stats"
+
+    def paths(self) -> list[str]:
+        rm = self.reward_model
+        return [] if rm is None else [rm] if isinstance(rm, str) else list(rm)
+
+    def settings(self) -> dict:
+        """What the judge stage's output depends on (its cache key)."""
+        if len(self.paths()) < 2:
+            return {"reward_model": self.reward_model}
+        return self.model_dump()
 
 
 class PairSpec(_Strict):

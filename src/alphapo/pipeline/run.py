@@ -256,13 +256,23 @@ class Pipeline:
                 prompt_format=cfg.prompt_format,
             ),
         )
-        rm = cfg.judge.reward_model
+        judge = cfg.judge
+        rms = judge.paths()
         stages.run(
             f"judge{tag}",
-            {"reward_model": rm} | ({"prompt_format": cfg.prompt_format} if rm else {}),
-            [folder / "samples.jsonl"] + ([Path(rm)] if rm else []),
+            judge.settings() | ({"prompt_format": cfg.prompt_format} if rms else {}),
+            [folder / "samples.jsonl"] + [Path(p) for p in rms],
             [folder / "judged.jsonl"],
-            lambda: judge_file(folder / "samples.jsonl", folder / "judged.jsonl", rm, cfg.prompt_format),
+            lambda: judge_file(
+                folder / "samples.jsonl",
+                folder / "judged.jsonl",
+                rms,
+                cfg.prompt_format,
+                judge.combine,
+                judge.uncertainty_weight,
+                judge.uncertainty_penalty,
+                judge.standardize,
+            ),
         )
         stages.run(
             f"pair{tag}",

@@ -35,13 +35,17 @@ class FrontierProbe:
         epochs: float | None,
         out: Path,
         cfg: RecipeConfig,
+        scorer=None,
     ):
+        """``scorer``: a callable ``(rows, responses) -> one score per prompt`` (a proxy reward), whose
+        mean (``proxy``) each evaluation records beside the gold reward, with both per prompt."""
         from alphapo.data.stagefiles import read_jsonl
         from alphapo.sample.generate import load_for_generation
 
         self.baseline, self.tokenizer = load_for_generation(sft_dir, "sweep")
         self.rows = read_jsonl(prompts_file, "sweep", required=("prompt",))[:n]
         self.every, self.epochs, self.out, self.cfg = every, epochs, out, cfg
+        self.scorer = scorer
         self.records: list[dict] = []
 
     def measure(self, policy, step: int) -> dict:
@@ -70,6 +74,12 @@ class FrontierProbe:
             "accuracy": sum(r["correct"] for r in records) / len(records),
             "kl": kl,
         }
+        if self.scorer is not None:
+            proxy = self.scorer(self.rows, [r["response"] for r in records])
+            record["proxy"] = sum(proxy) / len(proxy)
+            record["proxy_per_prompt"] = proxy
+            record["gold_per_prompt"] = [r["gold_reward"] for r in records]
+            record["mean_length"] = sum(r["length"] for r in records) / len(records)
         self.records.append(record)
         return record
 

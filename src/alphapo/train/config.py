@@ -241,10 +241,30 @@ class DiagnosticsConfig(_Strict):
     forward pass over all of it; None: every pair (``alphapo run`` pipelines default to every pair)."""
 
 
-class TrainConfig(_Strict):
-    """Everything ``alphapo train`` (``task: preference``) and ``alphapo sft`` (``task: sft``) need."""
+class RewardConfig(_Strict):
+    """Reward-model training (``alphapo rm``, ``task: reward``; ``alphapo.train.reward_model``)."""
 
-    task: Literal["preference", "sft"] = "preference"
+    center_rewards_coefficient: float | None = Field(default=None, ge=0)
+    """Adds ``c * (r_chosen + r_rejected)^2`` per pair, which keeps scores centred on 0 (TRL's name)."""
+    train_layers: int | None = Field(default=None, gt=0)
+    """Train only the last N transformer blocks, the final norm and the score head (the rest frozen,
+    and the backward pass stops there); None: every weight (or the LoRA adapters, with ``lora``)."""
+    stats_pairs: int = Field(default=256, gt=0)
+    """Training pairs scored after training for ``reward_stats.json`` (a seeded sample)."""
+    eval_data: list[str] = Field(default_factory=list)
+    """Pairs to evaluate on after training; default: the other side of ``data.holdout``, if set."""
+
+    @field_validator("eval_data", mode="before")
+    @classmethod
+    def _one_path(cls, value):
+        return [value] if isinstance(value, str) else value
+
+
+class TrainConfig(_Strict):
+    """Everything ``alphapo train`` (``task: preference``), ``alphapo sft`` (``task: sft``) and
+    ``alphapo rm`` (``task: reward``) need."""
+
+    task: Literal["preference", "sft", "reward"] = "preference"
     model: ModelConfig
     tokenizer: str | None = None
     """A tokenizer directory; default: the model's directory (required with model.tiny)."""
@@ -258,6 +278,7 @@ class TrainConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
     output_dir: str = "runs/alphapo"
     resume: bool | str = False
     """``true``: continue from the latest complete checkpoint in output_dir; a path: from that one."""
@@ -287,6 +308,13 @@ class TrainConfig(_Strict):
     def _consistent(self):
         if self.model.tiny is not None and self.tokenizer is None:
             raise ValueError("model.tiny needs tokenizer (a tokenizer directory): a tiny model has none of its own")
+        if self.task == "reward":
+            if "margin_column" not in self.data.model_fields_set:
+                self.data.margin_column = "margin"  # TRL's column, read from files that have it
+            if self.reward.train_layers is not None and self.lora is not None:
+                raise ValueError("reward.train_layers and lora both choose what trains: set one")
+        elif self.data.margin_column is not None:
+            raise ValueError("data.margin_column is read by reward models only (alphapo rm)")
         if self.task == "preference":
             from alphapo.losses import get_loss_spec
 
@@ -300,7 +328,7 @@ class TrainConfig(_Strict):
     def displacement_mode(self) -> str:
         """The resolved displacement source: dataset, probe or off."""
         mode = self.diagnostics.displacement
-        if self.task == "sft":
+        if self.task != "preference":
             return "off"
         if mode == "auto":
             return "dataset" if self.reference_kind() == "precompute" else "probe"
@@ -308,7 +336,7 @@ class TrainConfig(_Strict):
 
     def reference_kind(self) -> str:
         """The resolved reference source: none, precompute, model or soup."""
-        if self.task == "sft":
+        if self.task != "preference":
             return "none"
         from alphapo.losses import get_loss_spec
 

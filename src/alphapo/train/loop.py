@@ -40,6 +40,7 @@ from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
 from alphapo.train.output import lock_output_dir, save_final_model
 from alphapo.train.reference import compute_table
+from alphapo.train.reward_model import RewardObjective, add_std, train_only_top
 from alphapo.train.reward_scale import completion_lengths, resolve_hparams
 from alphapo.train.setup import (
     add_lora,
@@ -203,7 +204,9 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         raise ConfigError(f"task {cfg.task} needs {expected} data, but {cfg.data.paths} holds {dataset.kind} rows")
     model = load_policy(cfg, tokenizer).to(acc.device)
     collator = Collator(tokenizer.pad_token_id, cfg.data.pad_to_multiple_of)
-    if cfg.train.logps == "fused" and cfg.train.verify_logps:
+    if cfg.task == "reward":
+        _reward_setup(cfg, model, dataset, main)
+    elif cfg.train.logps == "fused" and cfg.train.verify_logps:
         one = {k: v[:1].to(acc.device) for k, v in collator([dataset[0]]).items()}
         verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
     if main:
@@ -246,6 +249,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         )
     if cfg.task == "sft":
         objective = SFTObjective(cfg.train.logps, cfg.train.chunk_size)
+    elif cfg.task == "reward":
+        objective = RewardObjective(cfg.reward.center_rewards_coefficient)
     elif isinstance(dataset, KTOView):
         objective = KTOObjective(hparams, tables.reference, cfg.train.logps, cfg.train.chunk_size)
     else:
@@ -318,7 +323,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             for name, (total, count) in totals.items():
                 window.add_sum(name, total, count)  # logged values average every example since the last log
             bad_logps = totals.pop("nonfinite_logps", (0.0, 0.0))[0]
-            metrics = {name: total / max(count, 1) for name, (total, count) in totals.items()}
+            metrics = add_std({name: total / max(count, 1) for name, (total, count) in totals.items()})
             culprit = non_finite(bad_logps, metrics["loss"], grad_norm)
             if culprit is not None:
                 if cfg.train.nan_policy == "stop":
@@ -373,7 +378,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                 or "displacement/chosen" in metrics
             )
             if logged:  # per-example metrics averaged over the window, step values (lr, grad_norm) as they are
-                last_logged = {**metrics, **window.local_means()}
+                last_logged = {**metrics, **add_std(window.local_means())}
                 window = MetricSums()
                 if log is not None:
                     log.write({"step": step, **last_logged})
@@ -407,11 +412,25 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             output_dir / "model",
             output_dir,
             lambda: save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged),
-            [output_dir / ".tmp-model", output_dir / ".tmp-merged"],
+            [output_dir / ".tmp-model", output_dir / ".tmp-merged", output_dir / ".tmp-adapter"],
         )
     if cfg.logging.report_to:
         acc.end_training()
     return TrainResult(result_status, state["step"], output_dir, model_dir, saved, last_logged)
+
+
+def _reward_setup(cfg: TrainConfig, model, dataset, main: bool) -> None:
+    """A reward model's trainable part (``reward.train_layers``) and a note on how it reads scores."""
+    if cfg.reward.train_layers is not None:
+        trainable, total = train_only_top(model, cfg.reward.train_layers)
+        if main:
+            logger.info(
+                f"rm: training the last {cfg.reward.train_layers} blocks, the final norm and the score head: "
+                f"{trainable:,} of {total:,} weights (reward.train_layers)"
+            )
+    margins = sum("margin" in dataset[i] for i in range(len(dataset)))
+    if main and margins:
+        logger.info(f"rm: {margins} of {len(dataset)} pairs carry a margin (data.{cfg.data.margin_column})")
 
 
 def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path) -> None:

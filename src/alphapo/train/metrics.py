@@ -85,6 +85,8 @@ LINE_LABELS = {  # logged metric -> its label on the progress line ("chosen" alo
     "loss": "loss",
     "rewards/accuracies": "acc",
     "rewards/margins": "margin",
+    "accuracy": "acc",  # reward models
+    "margin": "margin",
     "logps/chosen": "logp_chosen",
     "displacement/chosen": "displ_chosen",
     "grad_norm": "grad_norm",

@@ -111,8 +111,14 @@ def drop_tied_copies(model, state_dict: dict | None) -> dict | None:
 
 
 def save_final_model(acc, model, tokenizer, cfg, output_dir: Path, metrics: dict) -> Path:
+    """The trained model in ``output_dir/model`` (``save_pretrained``, with its tokenizer, config and
+    final metrics); with LoRA the adapter there (and the merged model in ``merged/`` when asked). A
+    LoRA reward model is written merged to ``model/`` (what the judge and transformers' pipelines
+    load) and its adapter to ``adapter/``."""
     quiet_tied_weights_note()
     unwrapped = acc.unwrap_model(model)
+    if cfg.task == "reward" and cfg.lora is not None:
+        return _save_lora_reward_model(acc, unwrapped, tokenizer, cfg, output_dir, metrics)
     state_dict = drop_tied_copies(unwrapped, acc.get_state_dict(model))
 
     def write(tmp: Path) -> None:
@@ -139,3 +145,21 @@ def save_final_model(acc, model, tokenizer, cfg, output_dir: Path, metrics: dict
 
         _write_atomically(acc, output_dir / "merged", write_merged)
     return target
+
+
+def _save_lora_reward_model(acc, unwrapped, tokenizer, cfg, output_dir: Path, metrics: dict) -> Path:
+    def write_adapter(tmp: Path) -> None:
+        if acc.is_main_process:
+            unwrapped.save_pretrained(tmp, safe_serialization=True)
+
+    _write_atomically(acc, output_dir / "adapter", write_adapter)
+    merged = unwrapped.merge_and_unload()
+
+    def write(tmp: Path) -> None:
+        if acc.is_main_process:
+            merged.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            dump_config(cfg, tmp / "alphapo_config.yaml")
+            (tmp / "final_metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    return _write_atomically(acc, output_dir / "model", write)

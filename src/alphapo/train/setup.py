@@ -35,10 +35,13 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def load_policy(cfg: TrainConfig, tokenizer, path: str | None = None):
-    """The policy: from ``path`` (default ``cfg.model.path``) or a tiny model built for ``tokenizer``."""
+    """The policy: from ``path`` (default ``cfg.model.path``) or a tiny model built for ``tokenizer``.
+    With ``task: reward``, a sequence classifier with one label (a causal LM's directory gains a new
+    ``score`` head), its ``pad_token_id`` set so that it scores the last non-padding token."""
 
     dtype = getattr(torch, cfg.model.dtype)
     path = path or cfg.model.path
+    reward = cfg.task == "reward"
     if path is not None:
         check_model_dir(path)
         model = _from_pretrained(cfg, path, dtype)
@@ -48,7 +51,10 @@ def load_policy(cfg: TrainConfig, tokenizer, path: str | None = None):
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         }
-        model = build_tiny_model(cfg.model.tiny, vocab_size=len(tokenizer), special_tokens=special).to(dtype)
+        head = "reward" if reward else "causal"
+        model = build_tiny_model(cfg.model.tiny, len(tokenizer), special, head=head).to(dtype)
+    if reward:
+        model.config.pad_token_id = tokenizer.pad_token_id
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(tokenizer):
         raise ConfigError(
@@ -67,12 +73,17 @@ def _from_pretrained(cfg: TrainConfig, path: str, dtype: torch.dtype):
     """``from_pretrained`` with alphapo's attention setting; a model class that does not support the
     default ``sdpa`` (Gemma-2) falls back to ``eager`` with a note, an explicit choice it refuses is
     an error naming ``model.attn_implementation``."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     impl = cfg.model.attn_implementation
     kwargs = {"dtype": dtype} | ({"attn_implementation": impl} if impl else {})
+    auto = AutoModelForCausalLM
+    if cfg.task == "reward":
+        auto, kwargs = AutoModelForSequenceClassification, kwargs | {"num_labels": 1}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if cfg.task == "reward":
+            return _reward_from_pretrained(auto, path, kwargs)
+        return auto.from_pretrained(path, **kwargs)
     except (OSError, ValueError, ImportError) as err:
         unsupported = impl and ("attention implementation" in str(err) or "FlashAttention" in str(err))
         if not unsupported:
@@ -86,9 +97,34 @@ def _from_pretrained(cfg: TrainConfig, path: str, dtype: torch.dtype):
         "%s: this model class does not support attention through sdpa; using eager (model.attn_implementation)", path
     )
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs | {"attn_implementation": "eager"})
+        return auto.from_pretrained(path, **kwargs | {"attn_implementation": "eager"})
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: cannot load the model: {err}") from None
+
+
+def _reward_from_pretrained(auto, path: str, kwargs: dict):
+    """A sequence classifier from ``path``; a causal LM's directory has no score head, which is then
+    initialised anew: said in one line instead of transformers' load report (any other missing or
+    unexpected weight is still reported)."""
+    import logging
+
+    quiet = logging.getLogger("transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        model, info = auto.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        quiet.setLevel(level)
+    new = [k for k in info.get("missing_keys", ()) if k.split(".")[0] == "score"]
+    other = [k for k in info.get("missing_keys", ()) if k not in new]
+    if new:
+        size = model.config.hidden_size
+        logger.info(f"rm: {path} has no score head (a causal LM): a new one ({size} -> 1) starts it")
+    if other:
+        logger.warning(f"{path}: weights missing from the checkpoint, initialised anew: {', '.join(sorted(other)[:8])}")
+    if info.get("mismatched_keys"):
+        logger.warning(f"{path}: weights of another shape, initialised anew: {info['mismatched_keys'][:8]}")
+    return model
 
 
 def disable_dropout(model) -> None:
@@ -130,7 +166,7 @@ def add_lora(cfg: TrainConfig, model):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if cfg.task == "reward" else "CAUSAL_LM",  # SEQ_CLS also trains the score head
     )
     return get_peft_model(model, peft_config)
 

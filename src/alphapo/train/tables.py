@@ -48,7 +48,7 @@ def _soup(cfg: TrainConfig, tokenizer):
 
 
 def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, checkpoint: Path | None) -> Tables:
-    if cfg.task == "sft":
+    if cfg.task != "preference":
         return Tables()
     output_dir = Path(cfg.output_dir)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else output_dir / "cache"

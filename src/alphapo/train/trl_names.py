@@ -68,6 +68,7 @@ MAPPED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "discopop_tau": ("loss.tau", None),
     "desirable_weight": ("loss.desirable_weight", None),
     "undesirable_weight": ("loss.undesirable_weight", None),
+    "center_rewards_coefficient": ("reward.center_rewards_coefficient", None),
 }
 """TRL name -> (alphapo key, value transform or None). ``loss_type``, ``cpo_alpha``, ``lr_scheduler_type``,
 ``adam_beta1/2``, ``precompute_ref_log_probs`` and ``use_liger_loss`` are handled by their own rules."""
