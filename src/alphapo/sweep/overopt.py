@@ -54,6 +54,8 @@ class OverOptConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str = Field(default="overopt", pattern=r"^[A-Za-z0-9_.-]+$")
+    """The study's folder under the recipe's ``out`` (several studies share the recipe's cached stages)."""
     method: str | None = None
     """The recipe's method whose loss trains the policies (default: its first)."""
     rm_pairs: int = Field(default=256, gt=1)
@@ -150,7 +152,7 @@ def run_overopt(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
     pipeline = Pipeline(recipe, quiet=quiet)
     pipeline.prepare()
     stages, sft = pipeline.stages, pipeline.sft_model()
-    root = pipeline.out / "overopt"
+    root = pipeline.out / study.name
     _, eval_files = pipeline.prompt_files()
 
     # ---- split the judged train prompts: proxies' side and policies' side
@@ -175,7 +177,7 @@ def run_overopt(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
         write_jsonl(root / "policy" / "gold-pairs.jsonl", gold_pairs)
 
     stages.run(
-        "overopt-split",
+        f"{study.name}-split",
         {"rm_share": study.rm_share, "rm_pairs": study.rm_pairs, "noise": study.rm_label_noise, "seed": recipe.seed},
         [pipeline.out / "judged.jsonl"],
         [root / "rm" / "pairs.jsonl", root / "policy" / "samples.jsonl", root / "policy" / "gold-pairs.jsonl"],
@@ -224,7 +226,7 @@ def run_overopt(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
             evaluate_reward_model(result.model_dir, cfg, result.output_dir)
 
         stages.run(
-            f"overopt-rm{i}",
+            f"{study.name}-rm{i}",
             {"rm": rm_cfg, "member_data": study.member_data},
             [sft, root / "rm" / "pairs.jsonl", root / "policy" / "gold-pairs.jsonl"],
             [member_dir / "model" / "reward_stats.json", member_dir / "eval.json"],
@@ -251,7 +253,7 @@ def run_overopt(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
             pair_file(folder / "judged.jsonl", folder / "pairs.jsonl", options=PairOptions(seed=recipe.seed))
 
         stages.run(
-            f"overopt-judge-{judge}",
+            f"{study.name}-judge-{judge}",
             {"judge": judge, "uncertainty_weight": study.uncertainty_weight, "format": recipe.prompt_format},
             [root / "policy" / "samples.jsonl", *rms],
             [folder / "pairs.jsonl"],
@@ -299,7 +301,7 @@ def run_overopt(recipe_path: str, args: list[str], quiet: bool = False) -> dict:
                 probe.save()
 
             stages.run(
-                f"overopt-train-{judge}-seed{seed}",
+                f"{study.name}-train-{judge}-seed{seed}",
                 {
                     "train": train_cfg,
                     "eval_every": study.eval_every,

@@ -128,18 +128,27 @@ def train_only_top(model, layers: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def score_pairs(model, dataset, collator, batch_size: int, rows: list[int] | None = None) -> torch.Tensor:
-    """Scores [N, 2] (chosen, rejected) of ``rows`` of a paired dataset (default: all)."""
+def score_pairs(
+    model, dataset, collator, batch_size: int, rows: list[int] | None = None, label: str = "rm: scoring pairs"
+) -> torch.Tensor:
+    """Scores [N, 2] (chosen, rejected) of ``rows`` of a paired dataset (default: all), in that order.
+    Batches hold pairs of similar length (longest first), so little of a batch is padding."""
+    from alphapo.progress import Progress
+
     model.eval()
     device = next(model.parameters()).device
     rows = list(range(len(dataset))) if rows is None else rows
-    out = []
-    for start in range(0, len(rows), batch_size):
-        items = [dataset[i] for i in rows[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in collator(items).items()}
-        chosen, rejected = pair_scores(model, batch)
-        out.append(torch.stack([chosen, rejected], dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 2)
+    lengths = dataset.lengths()
+    order = sorted(range(len(rows)), key=lambda k: -lengths[rows[k]])
+    out = torch.zeros(len(rows), 2)
+    with Progress(label, len(rows), "pairs") as progress:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collator([dataset[rows[k]] for k in chunk]).items()}
+            chosen, rejected = pair_scores(model, batch)
+            out[chunk] = torch.stack([chosen, rejected], dim=1).cpu()
+            progress.advance(len(chunk))
+    return out
 
 
 def stats_rows(n: int, sample: int, seed: int) -> list[int]:
@@ -202,7 +211,8 @@ def evaluate_reward_model(model_dir: str | Path, cfg, out_dir: str | Path, examp
     batch_size = cfg.reference.batch_size or cfg.train.batch_size * 2
     training = load_dataset_for_training(cfg.data, tokenizer, out_dir, quiet=True)
     rows = stats_rows(len(training), cfg.reward.stats_pairs, cfg.train.seed)
-    stats = write_stats(model_dir, score_pairs(model, training, collator, batch_size, rows), "training pairs")
+    scores = score_pairs(model, training, collator, batch_size, rows, "rm: scoring training pairs (reward_stats.json)")
+    stats = write_stats(model_dir, scores, "training pairs")
     logger.info(
         f"rm: {model_dir / STATS_FILE}: scores of {len(rows)} training pairs: mean "
         f"{stats['mean']:.4f}, sd {stats['std']:.4f}"
@@ -211,7 +221,7 @@ def evaluate_reward_model(model_dir: str | Path, cfg, out_dir: str | Path, examp
     if held is None:
         return {"stats": stats}
     heldout = load_dataset_for_training(held, tokenizer, out_dir / "heldout", quiet=True)
-    scores = score_pairs(model, heldout, collator, batch_size)
+    scores = score_pairs(model, heldout, collator, batch_size, label="rm: scoring held-out pairs")
     report = {"data": held.paths, "part": held.part if held.holdout else "all", **pair_report(scores)}
     shown = []
     for i in range(min(examples, len(heldout))):
