@@ -164,3 +164,19 @@ def test_the_four_numbers_by_hand():
     diff = ifeval.compare(verdicts, [{**verdicts[2], "key": v["key"]} for v in verdicts])
     assert diff["prompt_strict"]["mean"] == pytest.approx(1 / 4)
     assert diff["instruction_share_strict"]["mean"] == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)
+
+
+def test_language_checks_are_deterministic():
+    import langdetect
+
+    from alphapo.eval.ifeval import score
+
+    row = {
+        "key": 1,
+        "prompt": "Answer in German.",
+        "instruction_id_list": ["language:response_language"],
+        "kwargs": [{"language": "de"}],
+    }
+    text = "das ist ok"  # short and ambiguous: unseeded, langdetect says de or lv from call to call
+    verdicts = {score(row, text)["prompt_strict"] for _ in range(40)}
+    assert len(verdicts) == 1 and langdetect.DetectorFactory.seed == 0
