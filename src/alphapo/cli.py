@@ -83,6 +83,25 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(args: argparse.Namespace, result) -> int:
+    """Say where an interrupted training run stopped and the command that resumes it; exit status 130."""
+    print(
+        f"alphapo {args.command}: interrupted at step {result.step}; checkpoint {result.checkpoint}. "
+        f"Resume with: alphapo {args.command} {args.config} "
+        + " ".join([*(o for o in args.overrides if not o.startswith("resume=")), "resume=true"]),
+        file=sys.stderr,
+    )
+    return 130
+
+
+def _recipe_file(name: str) -> str:
+    """A pipeline recipe's path: ``demo`` for the built-in one, else a file or a shipped recipe's name."""
+    from alphapo.pipeline.demo import demo_recipe_path
+    from alphapo.recipes import resolve
+
+    return str(demo_recipe_path()) if name == "demo" else str(resolve(name))
+
+
 def _train_command(task: str) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from alphapo.config import load_config
@@ -93,13 +112,7 @@ def _train_command(task: str) -> Handler:
             overrides.insert(0, "task=sft")
         result = train(load_config(TrainConfig, args.config, overrides))
         if result.status == "interrupted":
-            print(
-                f"alphapo {args.command}: interrupted at step {result.step}; checkpoint {result.checkpoint}. "
-                f"Resume with: alphapo {args.command} {args.config} "
-                + " ".join([*(o for o in args.overrides if not o.startswith("resume=")), "resume=true"]),
-                file=sys.stderr,
-            )
-            return 130
+            return _interrupted(args, result)
         print(f"alphapo {args.command}: done, {result.step} steps; model in {result.model_dir}", file=sys.stderr)
         return 0
 
@@ -116,13 +129,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, ["task=reward", *args.overrides])
     result = train(cfg)
     if result.status == "interrupted":
-        print(
-            f"alphapo rm: interrupted at step {result.step}; checkpoint {result.checkpoint}. Resume with: "
-            f"alphapo rm {args.config} "
-            + " ".join([*(o for o in args.overrides if not o.startswith("resume=")), "resume=true"]),
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted(args, result)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
@@ -420,12 +427,9 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from alphapo.pipeline.demo import demo_recipe_path
-    from alphapo.recipes import resolve
     from alphapo.sweep import run_sweep
 
-    recipe = str(demo_recipe_path()) if args.config == "demo" else str(resolve(args.config))
-    summary = run_sweep(recipe, args.settings)
+    summary = run_sweep(_recipe_file(args.config), args.settings)
     verdict = summary["verdict"]
     print(
         f"alphapo sweep: best {verdict['best']} (gold reward {verdict['gold_reward']:.3f})"
@@ -452,15 +456,12 @@ def _overopt_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_overopt(args: argparse.Namespace) -> int:
-    from alphapo.pipeline.demo import demo_recipe_path
-    from alphapo.recipes import resolve
     from alphapo.sweep.overopt import run_overopt
 
     config, settings = args.config, list(args.settings)
     if "=" in config:  # `alphapo overopt rm_pairs=64`: a setting, not a recipe
         config, settings = "demo", [config, *settings]
-    recipe = str(demo_recipe_path()) if config == "demo" else str(resolve(config))
-    summary = run_overopt(recipe, settings)
+    summary = run_overopt(_recipe_file(config), settings)
     for judge, j in summary["judges"].items():
         peak = j["peak"]["gold"]
         print(
