@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alphapo.eval.stats import Estimate
+from alphapo.eval.stats import Estimate, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,5 @@ def lc_win_rate(
     for i in range(resamples):
         pick = rng.integers(0, y.size, size=y.size)
         draws[i] = fit_length_control(y[pick], delta[pick]).win_rate
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
+    low, high = percentile_interval(draws, level)
     return Estimate(mean, float(low), float(high), int(y.size), level)

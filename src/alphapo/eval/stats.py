@@ -34,6 +34,13 @@ class Estimate:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
+def percentile_interval(draws, level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap ``draws`` (percentile method)."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def bootstrap(values: Sequence[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
     """Mean of ``values`` with a percentile bootstrap interval."""
     data = np.asarray(values, dtype=np.float64)
@@ -41,8 +48,7 @@ def bootstrap(values: Sequence[float], *, resamples: int = 2000, level: float = 
         raise ValueError("bootstrap of an empty sample")
     rng = np.random.default_rng(seed)
     means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = percentile_interval(means, level)
     return Estimate(float(data.mean()), float(low), float(high), int(data.size), level)
 
 
@@ -62,8 +68,7 @@ def bootstrap_ratio(
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, num.size, size=(resamples, num.size))
     ratios = num[picks].sum(axis=1) / np.maximum(den[picks].sum(axis=1), 1e-300)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
+    low, high = percentile_interval(ratios, level)
     return Estimate(float(num.sum() / den.sum()), float(low), float(high), int(num.size), level)
 
 
@@ -110,6 +115,5 @@ def seed_and_prompt_difference(
     for i in range(resamples):
         rows = diff[rng.integers(0, seeds, size=seeds)]
         means[i] = rows[:, rng.integers(0, prompts, size=prompts)].mean()
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = percentile_interval(means, level)
     return Estimate(float(diff.mean()), float(low), float(high), prompts, level)
