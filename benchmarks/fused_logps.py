@@ -2,6 +2,7 @@
 
     python benchmarks/fused_logps.py                      # the default shapes, every variant
     python benchmarks/fused_logps.py --shapes 4,256,512,32000 --variants pair,liger,floor-6nhv --reps 5
+    python benchmarks/fused_logps.py --shapes 4,256,576,49152 --rounds 3     # SmolLM2-135M's head
 
 Each (shape, variant) runs in a fresh subprocess: inputs are built, the peak-RSS counter is reset
 (CPU; ``torch.cuda.reset_peak_memory_stats`` on CUDA), one cold forward+backward measures the peak
@@ -39,7 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks import their baselines from the tests
 
-DEFAULT_SHAPES = ["4,256,512,32000", "2,1024,1024,32000", "1,2048,512,128256"]
+# the last: SmolLM2-135M-Instruct's head (H 576, V 49,152; its weight is the tied input embedding, which
+# changes nothing here: the op returns the weight's gradient either way) at 4 pairs x 256 tokens
+DEFAULT_SHAPES = ["4,256,512,32000", "2,1024,1024,32000", "1,2048,512,128256", "4,256,576,49152"]
 VARIANTS = ["naive", "liger", "two-pass", "pair", "floor-8nhv", "floor-6nhv"]
 SIMPO = {"beta": 2.5, "gamma": 0.25}
 

@@ -9,13 +9,29 @@ with Liger's directly.
 
     python benchmarks/train_throughput.py                  # tiny Llama (32k vocabulary), 2-core CPU sizes
     python benchmarks/train_throughput.py --steps 30 --hidden 512 --layers 8
+    python benchmarks/train_throughput.py --model smollm2-135m-instruct --rounds 3   # the real model
+
+Real-model mode (``--model``: a name of ``alphapo models``, a directory or a ``.gguf``): the first
+``--pairs`` HH-RLHF pairs of ``--data`` (``../shared/data/hh-rlhf/``), converted to TRL's conversational
+format (prompt turns; chosen and rejected as one assistant turn each), so both trainers render them
+with the model's chat template; 4 pairs a step, max_length 256 (prompts cut to 128) unless set; every
+trainer with and without gradient checkpointing (``--gradient-checkpointing off|on|both``; rows
+``+gc``).
 
 Both trainers get the same model directory, tokenizer, pairs, batch size, learning rate, steps and
 loss: AlphaPO (alpha 0.25, beta 2.5, gamma 0.25, no NLL term: TRL's ``loss_type="alphapo"``). Each runs
 in a fresh subprocess. The clock and the peak-RSS counter start when the first optimiser step ends
 (so data preparation, reference/initial log-prob passes and warm-up are excluded for both) and stop
 at the last. tokens/s counts real (non-padding) tokens of the examples trained on, the same for both.
-Memory: CUDA max-allocated growth, or CPU peak-RSS growth (VmHWM reset via /proc/self/clear_refs).
+Memory: CUDA max-allocated growth, or CPU peak-RSS growth (VmHWM reset via /proc/self/clear_refs),
+and beside it the whole process's peak RSS (CPU: the larger of the peaks before and after step 1), a
+measure that moves less between runs than the growth does (the allocator's reuse of freed pages varies).
+
+Precision: fp32 for both. TRL's configs default to ``bf16=True`` (when fp16 is off), which on a CPU
+without bf16 units runs emulated bf16 at a fraction of the speed: TRL gets ``bf16=False, fp16=False``
+here, and alphapo trains in fp32 (``train.precision`` default), so the two do the same arithmetic.
+With ``--rounds N`` the trainers alternate (a, b, c, a, b, c, ...) and each row reports the median
+round and the spread (lowest-highest) of tokens/s and of both memory measures.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +48,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+TRAINERS = ["alphapo", "alphapo-2pass", "trl"]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fused_logps import PeakMemory  # noqa: E402
 
@@ -123,6 +142,62 @@ WORDS = [
 ]
 
 
+def hh_to_conversational(row: dict) -> dict | None:
+    """An HH-RLHF pair (two transcripts with a shared history) in TRL's conversational format, or None
+    when the two transcripts do not share their turns before the last answer."""
+    from alphapo.data.tokenize import transcript_turns
+
+    chosen = transcript_turns(row["chosen"], "\n\nAssistant:")
+    rejected = transcript_turns(row["rejected"], "\n\nAssistant:")
+    if not chosen or not rejected or chosen[:-1] != rejected[:-1] or chosen[-1]["role"] != "assistant":
+        return None
+    if rejected[-1]["role"] != "assistant" or len(chosen) < 2:
+        return None
+    return {"prompt": chosen[:-1], "chosen": [chosen[-1]], "rejected": [rejected[-1]]}
+
+
+def build_real_assets(root: Path, args) -> dict:
+    """A real model (resolved as ``model.path`` is) and the first ``args.pairs`` convertible HH pairs."""
+    import gzip
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from alphapo.models.sources import resolve_model_source
+
+    model_dir = resolve_model_source(args.model, "--model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    opener = gzip.open if str(args.data).endswith(".gz") else open
+    pairs, skipped, long_prompts = [], 0, 0
+    with opener(args.data, "rt") as f:
+        for line in f:
+            pair = hh_to_conversational(json.loads(line))
+            if pair is None:
+                skipped += 1
+                continue
+            prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
+            if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > prompt_length(args):
+                long_prompts += 1
+                continue
+            pairs.append(pair)
+            if len(pairs) == args.pairs:
+                break
+    with open(root / "pairs.jsonl", "w") as f:
+        f.writelines(json.dumps(p) + "\n" for p in pairs)
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        from transformers import AutoModelForCausalLM
+
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    return {
+        "model": model_dir,
+        "pairs": str(root / "pairs.jsonl"),
+        "params": params,
+        "skipped": skipped,
+        "long_prompts": long_prompts,
+    }
+
+
 def build_assets(root: Path, args) -> dict:
     """Tokenizer, tiny model and variable-length pairs (prompts 16-128 tokens, answers 16-256)."""
     from alphapo.models import TinyModelSpec, build_tiny_model, train_bpe_tokenizer
@@ -173,6 +248,7 @@ class Meter:
         self.device, self.tokens, self.start, self.mem = device, 0, None, None
 
     def first_step_done(self):
+        self.peak_before = process_peak_bytes(self.device)  # before PeakMemory resets the CPU's counter
         self.mem = PeakMemory(self.device).__enter__()
         self.start = time.perf_counter()
 
@@ -184,7 +260,25 @@ class Meter:
             "seconds": elapsed,
             "tokens": self.tokens,
             "peak_growth_bytes": self.mem.growth,
+            "process_peak_bytes": max(self.peak_before, process_peak_bytes(self.device)),
         }
+
+
+def process_peak_bytes(device) -> int:
+    """The process's peak memory so far: CUDA max-allocated, or the CPU's peak RSS (VmHWM)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+def prompt_length(args) -> int:
+    """alphapo's prompt cut (its default rule for a short max_length). TRL 1.16's CPOTrainer never cuts
+    a prompt (only the answers, to ``max_length``), so the real-model mode keeps only pairs whose
+    prompts fit this: then neither trainer cuts a prompt and both cut answers the same way."""
+    return min(128, args.max_length // 2)
 
 
 def run_alphapo(assets, args, meter) -> None:
@@ -194,11 +288,11 @@ def run_alphapo(assets, args, meter) -> None:
     cfg = validate(
         TrainConfig,
         {
-            "model": {"path": assets["model"]},
+            "model": {"path": assets["model"], "gradient_checkpointing": args.worker.endswith("+gc")},
             "data": {
                 "paths": [assets["pairs"]],
                 "max_length": args.max_length,
-                "max_prompt_length": min(128, args.max_length // 2),
+                "max_prompt_length": prompt_length(args),
             },
             "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
             "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
@@ -207,7 +301,7 @@ def run_alphapo(assets, args, meter) -> None:
                 "batch_size": args.batch_size,
                 "max_steps": args.steps,
                 "seed": 0,
-                "pair_schedule": "two-pass" if args.worker == "alphapo-2pass" else "auto",
+                "pair_schedule": "two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
             },
             "logging": {"every": 10**6, "progress": "none"},
             "output_dir": str(Path(args.workdir) / "alphapo-run"),
@@ -250,6 +344,9 @@ def run_trl(assets, args, meter) -> None:
         lr_scheduler_type="constant",
         max_length=args.max_length,
         max_grad_norm=1.0,
+        bf16=False,  # TRL's default is bf16=True: emulated on this CPU, and not what alphapo computes
+        fp16=False,
+        gradient_checkpointing=args.worker.endswith("+gc"),  # TRL 1.x turns it on by default
         report_to=[],
         logging_steps=10**6,
         save_strategy="no",
@@ -287,47 +384,112 @@ def worker(args) -> None:
 
     assets = json.loads(Path(args.assets).read_text())
     meter = Meter(torch.device("cpu"))
-    (run_trl if args.worker == "trl" else run_alphapo)(assets, args, meter)
+    (run_trl if args.worker.startswith("trl") else run_alphapo)(assets, args, meter)
     print(json.dumps({"trainer": args.worker, **meter.result}))
+
+
+def spread(runs: list[dict], key: str) -> dict:
+    values = sorted(r[key] for r in runs)
+    return {"median": statistics.median(values), "low": values[0], "high": values[-1]}
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per trainer: the median round (tokens/s, seconds, tokens) and each measure's median and spread."""
+    rows = {}
+    for name, runs in results.items():
+        middle = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+        rows[name] = {
+            **middle,
+            "rounds": len(runs),
+            **{key: spread(runs, key) for key in ("tokens_per_s", "peak_growth_bytes", "process_peak_bytes")},
+        }
+    return rows
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    def mib(d):
+        return f"{d['median'] / 2**20:7.0f} ({d['low'] / 2**20:.0f}-{d['high'] / 2**20:.0f})"
+
+    print(
+        f"{'trainer':17} {'tokens/s (low-high)':>22} {'peak growth MiB':>22} {'process peak MiB':>24} "
+        f"{'speed vs trl':>12} {'growth vs trl':>13} {'peak vs trl':>11}"
+    )
+    for name, r in rows.items():
+        base = rows.get("trl+gc" if name.endswith("+gc") else "trl")
+
+        def ratio(key, r=r, base=base):
+            return f"{r[key]['median'] / base[key]['median']:.2f}x" if base else "-"
+
+        t = r["tokens_per_s"]
+        print(
+            f"{name:17} {t['median']:7.0f} ({t['low']:.0f}-{t['high']:.0f}){'':>5} {mib(r['peak_growth_bytes']):>22} "
+            f"{mib(r['process_peak_bytes']):>24} {ratio('tokens_per_s'):>12} {ratio('peak_growth_bytes'):>13} "
+            f"{ratio('process_peak_bytes'):>11}"
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per step")
-    p.add_argument("--pairs", type=int, default=256)
+    p.add_argument("--model", default=None, help="a real model (name, directory or .gguf); default: a tiny Llama")
+    p.add_argument("--data", default=str(HH), help="HH-RLHF pairs for --model (jsonl or jsonl.gz)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 12; 8 with --model)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 8; 4 with --model)")
+    p.add_argument("--pairs", type=int, default=None, help="pairs in the data (default 256; 64 with --model)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--max-length", type=int, default=384)
-    p.add_argument("--rounds", type=int, default=1, help="alternate the two trainers this many times")
+    p.add_argument("--max-length", type=int, default=None, help="default 384; 256 with --model")
+    p.add_argument(
+        "--gradient-checkpointing",
+        choices=["off", "on", "both"],
+        default=None,
+        help="default: off for the tiny model, both with --model",
+    )
+    p.add_argument("--trainers", default=None, help="comma-separated subset of alphapo,alphapo-2pass,trl")
+    p.add_argument("--rounds", type=int, default=1, help="alternate the trainers this many times")
     p.add_argument("--json", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--assets", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    real = args.model is not None
+    for key, tiny, real_value in (("steps", 12, 8), ("batch_size", 8, 4), ("pairs", 256, 64), ("max_length", 384, 256)):
+        if getattr(args, key) is None:
+            setattr(args, key, real_value if real else tiny)
+    if args.gradient_checkpointing is None:
+        args.gradient_checkpointing = "both" if real else "off"
     if args.worker:
         worker(args)
         return
-    try:
-        import trl  # noqa: F401
-
-        trainers = ["alphapo", "alphapo-2pass", "trl"]
-    except ImportError:
-        print("trl is not installed (pip install 'alphapo[bench]'): measuring alphapo alone", file=sys.stderr)
-        trainers = ["alphapo", "alphapo-2pass"]
+    trainers = args.trainers.split(",") if args.trainers else ["alphapo", "trl"] if real else TRAINERS
+    if "trl" in trainers:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            print("trl is not installed (pip install 'alphapo[bench]'): measuring alphapo alone", file=sys.stderr)
+            trainers = [t for t in trainers if t != "trl"]
+    gc_settings = {"off": [""], "on": ["+gc"], "both": ["", "+gc"]}[args.gradient_checkpointing]
+    configs = [t + g for g in gc_settings for t in trainers]
     workdir = Path(tempfile.mkdtemp(prefix="alphapo-throughput-"))
-    assets = build_assets(workdir, args)
+    assets = build_real_assets(workdir, args) if real else build_assets(workdir, args)
     (workdir / "assets.json").write_text(json.dumps(assets))
+    shape = f"{args.model}" if real else f"hidden {args.hidden}, {args.layers} layers, vocabulary {args.vocab}"
     print(
-        f"model: {assets['params'] / 1e6:.1f}M parameters (hidden {args.hidden}, {args.layers} layers, "
-        f"vocabulary {args.vocab}); {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps",
+        f"model: {assets['params'] / 1e6:.1f}M parameters ({shape}); {args.pairs} pairs"
+        + (
+            f" (HH-RLHF, conversational; skipped: {assets['skipped']} without a shared history, "
+            f"{assets['long_prompts']} with prompts over {prompt_length(args)} tokens)"
+            if real
+            else ""
+        )
+        + f", batch {args.batch_size}, {args.steps} steps, max_length {args.max_length}, fp32, "
+        f"{args.rounds} round(s) of {', '.join(configs)}",
         file=sys.stderr,
     )
     results: dict[str, list[dict]] = {}
     failed: list[str] = []
     for round_ in range(args.rounds):
-        for name in trainers:
+        for name in configs:
             cmd = [
                 sys.executable,
                 __file__,
@@ -354,27 +516,14 @@ def main() -> None:
                 continue
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             print(
-                f"  {name:8s} {result['tokens_per_s']:9.0f} tok/s  {result['peak_growth_bytes'] / 2**20:8.1f} MiB",
+                f"  round {round_ + 1} {name:17s} {result['tokens_per_s']:7.0f} tok/s  peak growth "
+                f"{result['peak_growth_bytes'] / 2**20:7.0f} MiB  "
+                f"process peak {result['process_peak_bytes'] / 2**20:7.0f} MiB",
                 file=sys.stderr,
             )
             results.setdefault(name, []).append(result)
-    rows = {}
-    for name, runs in results.items():
-        runs.sort(key=lambda r: r["tokens_per_s"])
-        rows[name] = {**runs[len(runs) // 2], "peak_growth_bytes": max(r["peak_growth_bytes"] for r in runs)}
-    head = (
-        f"{'trainer':13} {'tokens/s':>10} {'peak MiB':>10} {'speed vs trl':>13} {'memory vs trl':>14} {'vs 2pass':>9}"
-    )
-    print(head)
-    for name, r in rows.items():
-        base, two = rows.get("trl"), rows.get("alphapo-2pass")
-        speed = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if base else "-"
-        memory = f"{r['peak_growth_bytes'] / base['peak_growth_bytes']:.2f}x" if base else "-"
-        vs_two = f"{r['tokens_per_s'] / two['tokens_per_s']:.2f}x" if two else "-"
-        print(
-            f"{name:13} {r['tokens_per_s']:10.0f} {r['peak_growth_bytes'] / 2**20:10.1f} {speed:>13} {memory:>14} "
-            f"{vs_two:>9}"
-        )
+    rows = summarise(results)
+    print_table(rows)
     blob = json.dumps(
         {
             "config": {k: v for k, v in vars(args).items() if k not in ("worker", "assets", "workdir")},

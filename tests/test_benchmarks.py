@@ -70,7 +70,125 @@ def test_train_throughput_benchmark_runs():
         check=True,
     )
     rows = _json_tail(proc.stdout)["results"]
-    assert rows["alphapo"]["tokens_per_s"] > 0
+    assert rows["alphapo"]["tokens_per_s"]["median"] > 0
+
+
+@pytest.mark.slow
+def test_train_throughput_real_model_mode_runs(tmp_path, tiny_chat_model):
+    """The real-model mode on a tiny chat model directory and HH-style transcripts: pairs converted to
+    TRL's conversational format (a pair whose histories differ is skipped and counted), both
+    gradient-checkpointing settings, medians and spreads in the JSON."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_throughput import hh_to_conversational
+
+    rows = hh_rows(12)
+    rows.append({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: c\n\nAssistant: d"})
+    assert hh_to_conversational(rows[0]) == {
+        "prompt": [
+            {"role": "user", "content": "where did the cat sit 0?"},
+            {"role": "assistant", "content": "on the mat"},
+            {"role": "user", "content": "and then?"},
+        ],
+        "chosen": [{"role": "assistant", "content": "it ran to the door 0"}],
+        "rejected": [{"role": "assistant", "content": "it was late"}],
+    }
+    assert hh_to_conversational(rows[-1]) is None
+    data = tmp_path / "hh.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_throughput.py"),
+            *["--model", str(tiny_chat_model), "--data", str(data), "--trainers", "alphapo"],
+            *["--steps", "3", "--pairs", "8", "--batch-size", "2", "--max-length", "64", "--rounds", "1"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
+    assert "skipped: 1 without a shared history" in proc.stderr
+    out = _json_tail(proc.stdout)
+    assert out["config"]["gradient_checkpointing"] == "both"
+    rows = out["results"]
+    assert set(rows) == {"alphapo", "alphapo+gc"}
+    for row in rows.values():
+        assert row["rounds"] == 1 and row["tokens"] > 0
+        assert row["tokens_per_s"]["low"] == row["tokens_per_s"]["median"] > 0
+        assert row["process_peak_bytes"]["median"] > row["peak_growth_bytes"]["median"]
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory):
+    """A tiny Llama with a chat-template tokenizer, saved as a model directory."""
+    from alphapo.models import TinyModelSpec, build_tiny_model, train_bpe_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny_chat") / "model"
+    sentences = ["where did the cat sit", "on the mat and then", "it ran to the door", "it was late"]
+    tokenizer = train_bpe_tokenizer(sentences * 40, 300)
+    spec = TinyModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    build_tiny_model(spec, vocab_size=len(tokenizer), special_tokens=special).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def hh_rows(n: int) -> list[dict]:
+    return [
+        {
+            "chosen": f"\n\nHuman: where did the cat sit {i}?\n\nAssistant: on the mat\n\nHuman: and then?"
+            f"\n\nAssistant: it ran to the door {i}",
+            "rejected": f"\n\nHuman: where did the cat sit {i}?\n\nAssistant: on the mat\n\nHuman: and then?"
+            "\n\nAssistant: it was late",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_profile_step_runs(tmp_path, tiny_chat_model):
+    """Every phase of a step is timed; the phases add up to the step's wall time; padding is counted."""
+    data = tmp_path / "hh.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(16)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "profile_step.py"),
+            *["--model", str(tiny_chat_model), "--data", str(data), "--steps", "3", "--pairs", "8"],
+            *["--batch-size", "2", "--max-length", "64", "--ops"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    out = _json_tail(proc.stdout)
+    phases = out["phases"]
+    assert set(phases) == {"data", "forward body", "head + loss", "backward", "clip", "optimizer", "other"}
+    for name in ("data", "forward body", "head + loss", "backward", "optimizer"):
+        assert phases[name]["seconds_per_step"] > 0, name
+    assert sum(p["share"] for p in phases.values()) == pytest.approx(1.0)
+    assert 0 < out["padding_share"] < 1 and out["tokens_per_s"] > 0 and out["ops"]
+
+
+@pytest.mark.slow
+def test_generation_throughput_runs(tiny_chat_model):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "generation_throughput.py"),
+            *["--model", str(tiny_chat_model), "--prompts", "6", "--batch-sizes", "4", "--max-new-tokens", "8"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    out = _json_tail(proc.stdout)
+    assert out["compute_bound_tokens_per_s"] > 0 and out["copy_bytes_per_s"] > 0
+    engines = {r["engine"]: r for r in out["results"]}
+    assert set(engines) == {"alphapo", "generate"}
+    assert engines["alphapo"]["new_tokens"] == engines["generate"]["new_tokens"] > 0  # the same greedy answers
 
 
 @pytest.mark.slow

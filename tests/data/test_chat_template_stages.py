@@ -71,15 +71,15 @@ def test_sampling_feeds_the_model_the_templated_prompt(chat):
     tokenizer, root = chat
     model = AutoModelForCausalLM.from_pretrained(root).eval()
     seen = []
-    original = model.generate
 
-    def spy(**kwargs):
-        seen.append(kwargs["input_ids"][0][kwargs["attention_mask"][0].bool()].tolist())
-        return original(**kwargs)
+    def spy(_module, args, kwargs):  # every forward pass: the first is the prompt's (prefill)
+        seen.append(
+            kwargs["input_ids"][0][kwargs["attention_mask"][0, -kwargs["input_ids"].shape[1] :].bool()].tolist()
+        )
 
-    model.generate = spy
+    model.register_forward_pre_hook(spy, with_kwargs=True)
     generate(model, tokenizer, [PROMPT], k=1, temperature=0.0, max_new_tokens=2)
-    assert seen == [expected_prompt(tokenizer)]
+    assert seen[0] == expected_prompt(tokenizer)
     assert prompt_token_ids(tokenizer, [PROMPT], "plain") != seen[0]  # plain text stays plain when asked
 
 

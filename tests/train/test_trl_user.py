@@ -129,6 +129,7 @@ TRL_VALUES = [  # TRL name, its value, the alphapo setting it must produce (dott
     ("save_steps", 9, "checkpoint.every", 9),
     ("save_total_limit", 3, "checkpoint.keep_last", 3),
     ("gradient_checkpointing", True, "model.gradient_checkpointing", True),
+    ("activation_checkpointing", True, "model.gradient_checkpointing", True),
     ("disable_dropout", True, "model.disable_dropout", True),
     ("max_length", 300, "data.max_length", 300),
     ("max_prompt_length", 100, "data.max_prompt_length", 100),

@@ -6,8 +6,10 @@ Prompts are JSONL rows with a ``prompt`` (text or a conversation); every other f
 task's ``answer``) is carried through to the output, where each row gains ``completions`` (K strings).
 Prompts are tokenised exactly as training tokenises them (one BOS; through the chat template for
 conversations, and for text prompts when the tokenizer has one: ``--prompt-format``). Generation is
-batched Hugging Face ``generate`` with the KV cache, left padding and a seed, so a run is
-reproducible; with vLLM installed and a GPU present, vLLM is used. A ``.gguf`` file works as
+batched with transformers' KV cache, left padding and a seed, so a run is reproducible: alphapo's own
+decoding loop (:func:`decode`: a row that has ended leaves the batch, so a batch costs what its
+running rows cost; greedy tokens equal ``model.generate``'s), or ``model.generate`` for models
+without a ``DynamicCache``; with vLLM installed and a GPU present, vLLM is used. A ``.gguf`` file works as
 ``--model`` (dequantised once into a cached directory).
 """
 
@@ -71,8 +73,9 @@ def generate(
     index, its ``k`` completions, their generated token counts and whether each ended with EOS (for
     writing answers as they come).
 
-    Prompts are generated longest first in batches of similar length (less padding); a batch stops
-    when every row has ended (EOS) or reached ``max_new_tokens``."""
+    Prompts are generated longest first in batches of similar length (less padding); within a batch
+    a row that has ended leaves it (:func:`decode`), and the batch stops when every row has ended
+    (EOS) or reached ``max_new_tokens``."""
     if temperature == 0 and k != 1:
         raise StageError("sample: greedy decoding (temperature 0) gives one completion per prompt: set k=1")
     ids = prompt_token_ids(tokenizer, prompts, prompt_format)
@@ -89,21 +92,17 @@ def generate(
             width = max(len(b) for b in batch)
             input_ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=device)
             mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=device)
-            sampling = (
-                {"do_sample": False}
-                if temperature == 0
-                else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-            )
-            generated = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
+            run = decode if own_decoding(model) else decode_with_generate
+            new = run(
+                model,
+                input_ids.repeat_interleave(k, dim=0),
+                mask.repeat_interleave(k, dim=0),
                 max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
-                pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                **sampling,
+                pad_token_id=pad,
+                temperature=temperature,
+                top_p=top_p,
             )
-            new = generated[:, width:]
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
             counts, ended = new_token_counts(new, tokenizer.eos_token_id)
             indices = order[start : start + batch_size]
@@ -119,6 +118,144 @@ def generate(
         torch.random.set_rng_state(generator_state)
         bar.close()
     return out
+
+
+@torch.no_grad()
+def decode(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """New token ids [R, max_new_tokens] for left-padded rows (pad after a row's EOS), with the KV cache.
+
+    Greedy when ``temperature == 0``, else sampled from ``softmax(logits / temperature)`` cut to its top-p
+    nucleus (:func:`nucleus`), drawing from torch's global generator. Unlike ``model.generate``, a row
+    that has emitted EOS leaves the batch: its rows of the KV cache are dropped
+    (``Cache.batch_select_indices``), so the steps after it cost only what the rows still running cost
+    (in a batch whose answers end at different lengths, most of the work ``generate`` spends on
+    finished rows); a cache with a layer that cannot drop rows keeps them, padded after their EOS. The
+    greedy tokens are ``generate``'s (tests compare them); positions come from the attention mask (left
+    padding), as ``generate`` computes them."""
+    rows = input_ids.shape[0]
+    out = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=input_ids.device)
+    if max_new_tokens == 0:
+        return out
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    # rows leave the batch where every layer of the cache can drop them (all attention layers can)
+    compact = all(hasattr(layer, "batch_select_indices") for layer in getattr(cache, "layers", [None]))
+    keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    cache_name = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers renamed it in 5.x
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_name: cache},
+        **keep_last,
+    ).logits[:, -1, :]
+    active = torch.arange(rows, device=input_ids.device)  # which output row each batch row fills
+    ended = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)  # rows kept after their EOS
+    for t in range(max_new_tokens):
+        token = _next_token(logits, temperature, top_p)
+        out[active, t] = token.masked_fill(ended, pad_token_id)
+        if t == max_new_tokens - 1:
+            break
+        if eos_token_id is not None:
+            ended = ended | (token == eos_token_id)
+        if ended.all():
+            break
+        if compact and ended.any():
+            keep = (~ended).nonzero().squeeze(1)
+            active, token, attention_mask, ended = active[keep], token[keep], attention_mask[keep], ended[keep]
+            cache.batch_select_indices(keep)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+        logits = model(
+            input_ids=token[:, None],
+            attention_mask=attention_mask,
+            position_ids=attention_mask.sum(-1, keepdim=True) - 1,
+            use_cache=True,
+            **{cache_name: cache},
+        ).logits[:, -1, :]
+    return out
+
+
+def own_decoding(model) -> bool:
+    """Whether :func:`decode` serves ``model``: a decoder-only model whose KV cache is transformers'
+    ``DynamicCache`` built from its config (transformers >= 5; not the models with a cache of their own)."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    if "config" not in inspect.signature(DynamicCache.__init__).parameters:  # transformers 4.x
+        return False
+    supports = getattr(type(model), "_supports_default_dynamic_cache", None)
+    return not model.config.is_encoder_decoder and (supports is None or bool(supports()))
+
+
+@torch.no_grad()
+def decode_with_generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """:func:`decode` through ``model.generate`` (finished rows stay in the batch until all end)."""
+    sampling = (
+        {"do_sample": False}
+        if temperature == 0
+        else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    )
+    generated = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        **sampling,
+    )
+    new = generated[:, input_ids.shape[1] :]
+    if new.shape[1] < max_new_tokens:  # every row ended early
+        new = torch.cat([new, new.new_full((new.shape[0], max_new_tokens - new.shape[1]), pad_token_id)], dim=1)
+    return new
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        probs = nucleus(probs, top_p)
+    return torch.multinomial(probs, 1).squeeze(1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``probs`` [R, V] cut to each row's top-p nucleus (the most probable tokens until their total
+    reaches ``top_p``; always at least the first) and renormalised."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # the mass of the tokens ranked above each one
+    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return kept / kept.sum(dim=-1, keepdim=True)
 
 
 def new_token_counts(new: torch.Tensor, eos: int | None) -> tuple[list[int], list[bool]]:

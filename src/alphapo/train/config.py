@@ -30,6 +30,11 @@ class ModelConfig(_Strict):
     """``sdpa`` by default; a model whose transformers class does not support it (Gemma-2 asks for
     ``eager``) gets the implementation it supports, with a note. None: transformers' own choice."""
     gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them."""
+    checkpoint_every_n_layers: int = Field(default=1, ge=1)
+    """With ``gradient_checkpointing``: checkpoint only every N-th decoder layer (1: all of them; 2: half,
+    keeping the other half's activations), memory traded back for speed where memory allows
+    (transformers' ``every_n_layers``, transformers >= 5)."""
     disable_dropout: bool = False
     """Set every dropout probability to 0 (TRL's default is true; Llama, Mistral, Qwen and Gemma ship with 0)."""
 

@@ -42,6 +42,7 @@ SAFE_TO_CHANGE = (
     "checkpoint",
     "diagnostics",  # its probes run without touching the RNG streams training draws from
     "model.gradient_checkpointing",  # memory for recomputation: the same values and gradients
+    "model.checkpoint_every_n_layers",
     "train.batch_size",  # recorded as their product with the processes: examples per step
     "train.grad_accum",
     "data.cache_dir",

@@ -62,11 +62,29 @@ def load_policy(cfg: TrainConfig, tokenizer, path: str | None = None):
             "they do not belong together"
         )
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        enable_checkpointing(model, cfg.model.checkpoint_every_n_layers)
         model.config.use_cache = False
     if cfg.model.disable_dropout:
         disable_dropout(model)
     return model
+
+
+def enable_checkpointing(model, every_n_layers: int = 1) -> None:
+    """Gradient (activation) checkpointing on every ``every_n_layers``-th decoder layer, non-reentrant."""
+    import inspect
+
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5's name
+    if enable is not None and "every_n_layers" in inspect.signature(enable).parameters:
+        enable({"use_reentrant": False}, every_n_layers=every_n_layers)
+        return
+    if every_n_layers != 1:
+        import transformers
+
+        raise ConfigError(
+            f"model.checkpoint_every_n_layers={every_n_layers} needs transformers' every_n_layers (transformers >= 5); "
+            f"this is transformers {transformers.__version__}: set it to 1 (every layer) or upgrade"
+        )
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _from_pretrained(cfg: TrainConfig, path: str, dtype: torch.dtype):

@@ -54,6 +54,7 @@ MAPPED: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "save_steps": ("checkpoint.every", None),
     "save_total_limit": ("checkpoint.keep_last", None),
     "gradient_checkpointing": ("model.gradient_checkpointing", None),
+    "activation_checkpointing": ("model.gradient_checkpointing", None),  # transformers 5's name for it
     "disable_dropout": ("model.disable_dropout", None),
     "max_length": ("data.max_length", None),
     "max_prompt_length": ("data.max_prompt_length", None),

@@ -1,0 +1,169 @@
+"""Benchmark: greedy generation on a real model in new tokens/s, against this machine's limits.
+
+    python benchmarks/generation_throughput.py                            # SmolLM2-135M-Instruct, IFEval prompts
+    python benchmarks/generation_throughput.py --batch-sizes 32 64 --prompts 128 --engines alphapo
+
+Generates greedy answers to the first ``--prompts`` IFEval prompts (through the chat template, as
+``alphapo eval --benchmark ifeval`` does) with ``alphapo.sample.generate.generate`` at each batch size,
+with each engine: ``alphapo`` (its decoding loop: rows that ended leave the batch and the KV cache) and
+``generate`` (transformers' ``model.generate``: finished rows are computed until the batch's last row
+ends). Counts new tokens up to and including EOS (what the answers hold).
+
+The limits, measured in the same run:
+* **compute bound**: 2 x parameters FLOPs per new token at the fp32 GEMM rate of this machine
+  (``torch.mm`` at 2048^3: the best the BLAS does), as tokens/s;
+* **memory traffic**: a decoding step reads every weight once for the whole batch and every row's KV
+  cache (keys and values of all layers up to its length); at the measured copy bandwidth this gives a
+  second bound per batch size, for the mean prompt + answer length of the run.
+Each configuration runs in this process, one after another, after one warm-up batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gemm_rate(size: int = 2048, reps: int = 5) -> float:
+    """fp32 FLOP/s of torch.mm at size^3 (the best of ``reps``)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * size**3 / best
+
+
+def copy_bandwidth(mib: int = 512, reps: int = 5) -> float:
+    """Bytes/s read (and as many written) by a large tensor copy (the best of ``reps``)."""
+    src = torch.randn(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(reps))
+    return src.numel() * 4 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def kv_bytes_per_token(config) -> int:
+    """fp32 bytes of keys and values one token keeps in the cache, over all layers."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * 4
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m-instruct", help="a name of alphapo models, a directory or .gguf")
+    p.add_argument("--prompts", type=int, default=64, help="the first N IFEval prompts")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--engines", nargs="+", default=["alphapo", "generate"], choices=["alphapo", "generate"])
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import alphapo.sample.generate as gen
+    from alphapo.eval.ifeval import load_prompts
+    from alphapo.models.sources import resolve_model_source
+
+    model_dir = resolve_model_source(args.model, "--model")
+    model, tokenizer = gen.load_for_generation(model_dir, "benchmark")
+    params = sum(p.numel() for p in model.parameters())
+    prompts = [row["prompt"] for row in load_prompts()][: args.prompts]
+    rate, bandwidth = gemm_rate(), copy_bandwidth()
+    bound = rate / (2 * params)
+    kv = kv_bytes_per_token(model.config)
+    print(
+        f"{params / 1e6:.1f}M parameters; GEMM {rate / 1e9:.0f} GFLOP/s -> compute bound {bound:.0f} new tokens/s; "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s; KV cache {kv / 2**10:.0f} KiB per token; "
+        f"{torch.get_num_threads()} threads",
+        file=sys.stderr,
+    )
+    own = gen.own_decoding
+    gen.generate(model, tokenizer, prompts[:4], k=1, temperature=0.0, max_new_tokens=16, batch_size=4)  # warm-up
+    rows = []
+    for batch_size in args.batch_sizes:
+        for engine in args.engines:
+            gen.own_decoding = own if engine == "alphapo" else (lambda _model: False)
+            counts: list[int] = []
+            prompt_tokens = [len(ids) for ids in gen.prompt_token_ids(tokenizer, prompts, "auto")]
+
+            def on_batch(indices, texts, new_tokens, ended, counts=counts):
+                counts.extend(n for per_prompt in new_tokens for n in per_prompt)
+
+            start = time.perf_counter()
+            gen.generate(
+                model,
+                tokenizer,
+                prompts,
+                k=1,
+                temperature=0.0,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=batch_size,
+                on_batch=on_batch,
+            )
+            seconds = time.perf_counter() - start
+            new = sum(counts)
+            mean_context = sum(prompt_tokens) / len(prompt_tokens) + new / len(counts) / 2
+            # one step of a full batch: every weight read once, each row's cache up to the mean context
+            step_bytes = params * 4 + batch_size * mean_context * kv
+            memory_bound = batch_size / (step_bytes / bandwidth)
+            row = {
+                "engine": engine,
+                "batch_size": batch_size,
+                "prompts": len(prompts),
+                "new_tokens": new,
+                "mean_new_tokens": new / len(counts),
+                "seconds": seconds,
+                "new_tokens_per_s": new / seconds,
+                "share_of_compute_bound": new / seconds / bound,
+                "memory_bound_tokens_per_s": memory_bound,
+                "share_of_min_bound": new / seconds / min(bound, memory_bound),
+            }
+            rows.append(row)
+            print(
+                f"  {engine:8} batch {batch_size:3}: {row['new_tokens_per_s']:6.0f} new tokens/s "
+                f"({row['share_of_compute_bound']:.0%} of compute bound, memory bound {memory_bound:.0f}), "
+                f"{new} tokens in {seconds:.0f} s",
+                file=sys.stderr,
+            )
+    gen.own_decoding = own
+    print(f"{'engine':9} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'of min(compute, memory)':>24}")
+    for r in rows:
+        print(
+            f"{r['engine']:9} {r['batch_size']:5} {r['new_tokens_per_s']:10.0f} {r['share_of_compute_bound']:17.0%} "
+            f"{r['share_of_min_bound']:24.0%}"
+        )
+    blob = json.dumps(
+        {
+            "model": model_dir,
+            "params": params,
+            "threads": torch.get_num_threads(),
+            "gemm_flops_per_s": rate,
+            "copy_bytes_per_s": bandwidth,
+            "compute_bound_tokens_per_s": bound,
+            "kv_bytes_per_token": kv,
+            "max_new_tokens": args.max_new_tokens,
+            "results": rows,
+        },
+        indent=1,
+    )
+    print(blob)
+    if args.json:
+        Path(args.json).write_text(blob)
+
+
+if __name__ == "__main__":
+    main()
