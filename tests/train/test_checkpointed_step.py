@@ -49,3 +49,43 @@ def test_checkpointed_step_matches_the_plain_one(schedule, every):
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
     assert any(g.abs().sum() > 0 for g in grads_a.values())
+
+
+def test_fused_adamw_is_chosen_where_it_sees_plain_parameters_and_matches_the_loop():
+    from alphapo.config import validate
+    from alphapo.train import TrainConfig
+    from alphapo.train.setup import make_optimizer
+
+    spec = TinyModelSpec(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    cfg = validate(
+        TrainConfig,
+        {
+            "model": {"tiny": spec.model_dump()},
+            "tokenizer": "tok",
+            "data": {"paths": ["p.jsonl"]},
+            "optim": {"lr": 1e-2, "weight_decay": 0.1},
+        },
+    )
+    model = build_tiny_model(spec, vocab_size=128, special_tokens={"pad_token_id": 0})
+    other = copy.deepcopy(model)
+    fused = make_optimizer(cfg, model)
+    loop = make_optimizer(cfg, other, fused_allowed=False)  # FSDP / DeepSpeed runs
+    assert all(g["fused"] for g in fused.param_groups) and not any(g["fused"] for g in loop.param_groups)
+    off = validate(
+        TrainConfig,
+        {
+            "model": {"tiny": spec.model_dump()},
+            "tokenizer": "tok",
+            "data": {"paths": ["p.jsonl"]},
+            "optim": {"fused": False},
+        },
+    )
+    assert not make_optimizer(off, model).param_groups[0]["fused"]
+    data = batch()
+    for _ in range(3):
+        for m, opt in ((model, fused), (other, loop)):
+            opt.zero_grad()
+            m(input_ids=data["input_ids"], attention_mask=data["attention_mask"], labels=data["labels"]).loss.backward()
+            opt.step()
+    for (name, a), b in zip(model.named_parameters(), other.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

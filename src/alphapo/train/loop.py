@@ -237,7 +237,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             f"{world} process(es) x {accum} accumulation steps (they fall elsewhere in other epochs)",
         )
     total_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, fused_allowed=_plain_or_ddp(acc))
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     step_pairs = cfg.train.batch_size * world * accum
@@ -487,6 +487,13 @@ def _completion_tokens(item: dict) -> int:
     if "chosen_ids" in item:
         return len(item["chosen_ids"]) + len(item["rejected_ids"])
     return len(item["completion_ids"])
+
+
+def _plain_or_ddp(acc) -> bool:
+    """One process or DDP: the setups where torch's fused AdamW sees plain parameters."""
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
 
 
 def _clip(acc, model, max_norm: float | None) -> float:

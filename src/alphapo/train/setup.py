@@ -199,8 +199,9 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
-def make_optimizer(cfg: TrainConfig, model):
-    """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors)."""
+def make_optimizer(cfg: TrainConfig, model, fused_allowed: bool = True):
+    """AdamW over the trainable parameters; no weight decay on biases and norms (1-D tensors).
+    ``fused_allowed``: whether the run's setup lets ``optim.fused: null`` choose the fused kernel."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters")
@@ -209,7 +210,15 @@ def make_optimizer(cfg: TrainConfig, model):
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     o = cfg.optim
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=o.betas, eps=o.eps)
+    fused = o.fused
+    if fused is None:
+        fused = (
+            fused_allowed
+            and cfg.train.precision != "fp16"
+            and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        )
+    kernel = {"fused": True} if fused else {}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=o.betas, eps=o.eps, **kernel)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer, total_steps: int):
