@@ -12,6 +12,7 @@ head and of the final hidden states, formed in the forward pass), backward (the 
 its recomputation under gradient checkpointing), gradient clipping, the optimiser, and the rest (metrics,
 the weight guard, bookkeeping). Also the padding share of the batches (pad positions / all positions)
 and, with ``--ops``, the step's 15 costliest operators from ``torch.profiler`` (one extra step, not timed).
+The run's last step, which ends with its diagnostics (the displacement probe's measurement), is not timed.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def main() -> None:
     assets = build_real_assets(workdir, args)
     clock = Clock()
     install(clock)
-    total = args.steps + (1 if args.ops else 0)
+    total = args.steps + 1 + (1 if args.ops else 0)  # the last step ends with the run's diagnostics: untimed
     cfg = validate(
         TrainConfig,
         {
@@ -166,7 +167,7 @@ def main() -> None:
             clock.on = False
             if args.ops:
                 profiler.__enter__()
-        if args.ops and step == total:
+        if args.ops and step == args.steps + 1:
             profiler.__exit__(None, None, None)
         state["last_tokens"] = metrics["num_tokens"]
 

@@ -22,7 +22,10 @@ Both trainers get the same model directory, tokenizer, pairs, batch size, learni
 loss: AlphaPO (alpha 0.25, beta 2.5, gamma 0.25, no NLL term: TRL's ``loss_type="alphapo"``). Each runs
 in a fresh subprocess. The clock and the peak-RSS counter start when the first optimiser step ends
 (so data preparation, reference/initial log-prob passes and warm-up are excluded for both) and stop
-at the last. tokens/s counts real (non-padding) tokens of the examples trained on, the same for both.
+at the end of step ``--steps``; each trainer runs one step more, so what a run does after its last
+step is outside the window for both (alphapo's end-of-run displacement measurement, a forward pass
+over the pairs its probe holds; TRL's end of training). tokens/s counts real (non-padding) tokens
+of the examples trained on in steps 2..N, the same for both.
 Memory: CUDA max-allocated growth, or CPU peak-RSS growth (VmHWM reset via /proc/self/clear_refs),
 and beside it the whole process's peak RSS (CPU: the larger of the peaks before and after step 1), a
 measure that moves less between runs than the growth does (the allocator's reuse of freed pages varies).
@@ -299,7 +302,7 @@ def run_alphapo(assets, args, meter) -> None:
             "schedule": {"name": "constant", "warmup_steps": 0},
             "train": {
                 "batch_size": args.batch_size,
-                "max_steps": args.steps,
+                "max_steps": args.steps + 1,  # the run's last step ends with its diagnostics (below)
                 "seed": 0,
                 "pair_schedule": "two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
             },
@@ -339,7 +342,7 @@ def run_trl(assets, args, meter) -> None:
         beta=2.5,
         simpo_gamma=0.25,
         per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps,
+        max_steps=args.steps + 1,
         learning_rate=1e-5,
         lr_scheduler_type="constant",
         max_length=args.max_length,
@@ -356,13 +359,11 @@ def run_trl(assets, args, meter) -> None:
     )
 
     class Callback(TrainerCallback):
-        def on_step_begin(self, _args, state, control, **kwargs):
-            if state.global_step >= 1:  # count the real tokens of this step's batch
-                meter.tokens += int(self.batch_tokens)
-
         def on_step_end(self, _args, state, control, **kwargs):
             if state.global_step == 1:
                 meter.first_step_done()
+            elif state.global_step <= args.steps:  # the real tokens of the step that just ended
+                meter.tokens += int(self.batch_tokens)
             if state.global_step == args.steps:
                 meter.result = meter.finish()
 
