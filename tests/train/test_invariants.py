@@ -149,3 +149,33 @@ def test_two_gloo_processes_equal_one_with_doubled_accumulation(assets, tmp_path
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same(weights(single.model_dir), weights(tmp_path / "double" / "model"), atol=1e-5)
+
+
+def test_shared_prompts_train_as_the_unpacked_pairs(assets, tmp_path, monkeypatch):
+    """train.share_prompt packs every step's pairs (the packing runs) and ends at the unpacked run's weights."""
+    import alphapo.train.objectives as objectives
+
+    packed_batches = []
+    original = objectives.share_prompts
+
+    def counting(*args, **kwargs):
+        packed_batches.append(original(*args, **kwargs))
+        return packed_batches[-1]
+
+    monkeypatch.setattr(objectives, "share_prompts", counting)
+    shared = train(make_config(assets, tmp_path / "shared", train={"max_steps": 4, "share_prompt": True}))
+    assert len(packed_batches) == 4 and all(b.positions_saved > 0 for b in packed_batches)
+    plain = train(make_config(assets, tmp_path / "plain", train={"max_steps": 4, "share_prompt": False}))
+    assert len(packed_batches) == 4
+    assert_same(weights(shared.model_dir), weights(plain.model_dir), atol=1e-5)
+
+
+def test_a_model_the_packed_rows_do_not_suit_trains_unpacked(assets, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import alphapo.ops.model_logps as model_logps
+
+    monkeypatch.setattr(model_logps, "verify_shared_prompt", lambda *a, **k: None)  # as if they differed
+    with caplog.at_level(logging.WARNING, logger="alphapo"):
+        train(make_config(assets, tmp_path / "run", train={"max_steps": 1}))
+    assert "pairs run unpacked" in caplog.text

@@ -103,6 +103,97 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor
     return torch.cat([labels[:, 1:], pad], dim=1)
 
 
+class SharedPrompt(NamedTuple):
+    """A batch of pairs packed one pair per row: ``[common prefix | rest of chosen | rest of rejected]``.
+
+    Rows ``i`` (chosen) and ``P + i`` (rejected) of a paired batch repeat their prompt; packed, the
+    prefix they share runs through the body once, the rejected answer attends to it and to itself
+    (never to the chosen answer) at the positions it has in its own row. The head then receives each
+    unpacked row's hidden states, gathered from the packed ones (``gather``): the same contexts at
+    the same positions, so the same log-probs and gradients as the unpacked batch, computed on fewer
+    positions (the saving is the prefixes' length, a third of the positions on HH-RLHF's multi-turn
+    prompts)."""
+
+    input_ids: torch.Tensor  # [P, Tp]
+    attention_mask: torch.Tensor  # [P, 1, Tp, Tp]: bool (True attends) for sdpa, additive float for eager
+    position_ids: torch.Tensor  # [P, Tp]
+    gather: torch.Tensor  # [2P * T] index into the packed hidden states [P * Tp] of each unpacked position
+    positions_saved: int  # unpacked positions minus packed positions
+
+
+def share_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, float_mask_dtype: torch.dtype | None = None
+) -> SharedPrompt:
+    """Pack a right-padded paired batch (rows ``[0, P)`` chosen, ``[P, 2P)`` rejected, as the collator
+    builds it) into :class:`SharedPrompt`. The shared prefix is the longest common prefix of the two
+    rows' tokens (at least the prompt; nothing when they differ from the first token). ``float_mask_dtype``:
+    an additive mask of this dtype (eager attention) instead of a boolean one (sdpa)."""
+    pairs, width = input_ids.shape[0] // 2, input_ids.shape[1]
+    lengths = attention_mask.sum(dim=1).tolist()
+    if not all(bool(attention_mask[r, : lengths[r]].all()) for r in range(2 * pairs)):
+        raise ValueError("share_prompts needs right-padded rows")
+    chosen, rejected = input_ids[:pairs], input_ids[pairs:]
+    common = (chosen == rejected).int().cumprod(dim=1).sum(dim=1).tolist()
+    plan = []
+    for i in range(pairs):
+        lc, lr = lengths[i], lengths[pairs + i]
+        shared = min(common[i], lc, lr)
+        plan.append((lc, lr, shared))
+    packed = max(lc + lr - shared for lc, lr, shared in plan)
+    device = input_ids.device
+    ids = torch.zeros(pairs, packed, dtype=input_ids.dtype, device=device)
+    positions = torch.zeros(pairs, packed, dtype=torch.long, device=device)
+    allowed = torch.zeros(pairs, packed, packed, dtype=torch.bool, device=device)
+    gather = torch.zeros(2 * pairs, width, dtype=torch.long, device=device)
+    causal = torch.ones(packed, packed, dtype=torch.bool, device=device).tril()
+    for i, (lc, lr, shared) in enumerate(plan):
+        rest = lr - shared  # the rejected row's own tokens
+        ids[i, :lc] = input_ids[i, :lc]
+        ids[i, lc : lc + rest] = input_ids[pairs + i, shared:lr]
+        positions[i, :lc] = torch.arange(lc, device=device)
+        positions[i, lc : lc + rest] = torch.arange(shared, lr, device=device)
+        allowed[i, :lc, :lc] = causal[:lc, :lc]  # the chosen row, as it is
+        allowed[i, lc : lc + rest, :shared] = True  # the rejected answer sees the shared prefix
+        allowed[i, lc : lc + rest, lc : lc + rest] = causal[:rest, :rest]  # and itself, causally
+        idle = torch.arange(lc + rest, packed, device=device)
+        allowed[i, idle, idle] = True  # padding attends to itself (a row with no key gives NaN)
+        base = i * packed
+        gather[i, :lc] = base + torch.arange(lc, device=device)
+        gather[pairs + i, :shared] = base + torch.arange(shared, device=device)
+        gather[pairs + i, shared:lr] = base + lc + torch.arange(rest, device=device)
+        gather[i, lc:] = gather[pairs + i, lr:] = base  # padding: any position (its targets are ignored)
+    mask = allowed.unsqueeze(1)
+    if float_mask_dtype is not None:
+        mask = torch.zeros(mask.shape, dtype=float_mask_dtype, device=device).masked_fill(
+            ~mask, torch.finfo(float_mask_dtype).min
+        )
+    saved = 2 * pairs * width - pairs * packed
+    return SharedPrompt(ids, mask, positions, gather.reshape(-1), saved)
+
+
+def shared_prompt_support(model: nn.Module) -> str | None:
+    """Why ``model`` cannot run :class:`SharedPrompt` batches, or None when it can: its attention takes
+    a custom 4D mask (sdpa or eager), its positions come from ``position_ids`` (rotary or learned, not
+    ALiBi) and no layer uses a sliding window (whose own mask a custom one would replace)."""
+    import inspect
+
+    inner = unwrap(model)
+    config = inner.config
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        return f"attention {implementation!r} (sdpa or eager take the packed rows' mask)"
+    if "position_ids" not in inspect.signature(inner.forward).parameters:
+        return f"{type(inner).__name__} takes no position_ids"
+    if getattr(config, "alibi", False) or getattr(config, "position_embedding_type", None) == "alibi":
+        return "ALiBi positions come from the mask"
+    layer_types = getattr(config, "layer_types", None) or []
+    if getattr(config, "sliding_window", None) is not None and (
+        getattr(config, "use_sliding_window", True) or any("sliding" in t for t in layer_types)
+    ):
+        return "a sliding-window attention layer"
+    return None
+
+
 def model_sequence_logps(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -112,6 +203,7 @@ def model_sequence_logps(
     ignore_index: int = -100,
     chunk_size: int | None = None,
     grad_weights: torch.Tensor | None = None,
+    shared: SharedPrompt | None = None,
 ) -> ModelLogps:
     """Per-sequence log-probs of ``labels`` under ``model`` without materialising its logits.
 
@@ -119,6 +211,7 @@ def model_sequence_logps(
         model: a ``transformers`` causal LM, possibly wrapped (DDP, FSDP, DeepSpeed, PEFT, compile).
         input_ids, attention_mask, labels: [B, T]; labels aligned with input_ids (HF convention).
         chunk_size, grad_weights: passed to :func:`sequence_logps`.
+        shared: the batch's pairs packed by :func:`share_prompts` (the body runs on them).
     """
 
     def compute(hidden, weight, targets, bias, softcap):
@@ -127,7 +220,7 @@ def model_sequence_logps(
         )
         return logps, ModelLogps(logps, n_tokens, sequence_mean_logits(hidden, weight, targets, bias, ignore_index))
 
-    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute)
+    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute, shared)
 
 
 class ModelPairLoss(NamedTuple):
@@ -150,11 +243,13 @@ def model_pair_loss(
     budget_bytes: int | None = None,
     schedule: str = "auto",
     chunk_size: int | None = None,
+    shared: SharedPrompt | None = None,
 ) -> ModelPairLoss:
     """:func:`fused_pair_loss` on ``model``'s head: rows ``[0, P)`` chosen, ``[P, 2P)`` rejected.
 
     The gradients of the head and of the final hidden states are formed during this forward pass
-    (pair schedule) and released to the rest of the model by ``loss.backward()``.
+    (pair schedule) and released to the rest of the model by ``loss.backward()``. ``shared``: the
+    batch packed by :func:`share_prompts`, each pair's common prefix run once.
     """
 
     def compute(hidden, weight, targets, bias, softcap):
@@ -174,12 +269,13 @@ def model_pair_loss(
         mean_logits = sequence_mean_logits(hidden, weight, targets, bias, ignore_index)
         return out.loss, ModelPairLoss(out.loss, out.logps, out.n_tokens, mean_logits, out.schedule)
 
-    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute)
+    return _through_head(model, input_ids, attention_mask, labels, ignore_index, compute, shared)
 
 
-def _through_head(model, input_ids, attention_mask, labels, ignore_index, compute):
+def _through_head(model, input_ids, attention_mask, labels, ignore_index, compute, shared=None):
     """Run ``model`` with its head's forward replaced by ``compute(hidden, weight, targets, bias,
-    softcap) -> (what the head returns, result)``; return the result."""
+    softcap) -> (what the head returns, result)``; return the result. With ``shared``, the body runs
+    on the packed rows and the head gathers each unpacked row's hidden states from them."""
     spec = head_of(model)
     head = unwrap(model).get_output_embeddings()
     targets = shift_labels(labels, ignore_index)
@@ -193,6 +289,9 @@ def _through_head(model, input_ids, attention_mask, labels, ignore_index, comput
             bias = None if bias is None else bias * spec.scale
         if hidden.dtype != weight.dtype:  # e.g. autocast left the final norm in fp32
             hidden = hidden.to(weight.dtype)
+        if shared is not None and hidden.shape[:2] == shared.input_ids.shape:
+            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, shared.gather)
+            hidden = hidden.view(*targets.shape, -1)
         if hidden.shape[:2] != targets.shape:
             raise UnsupportedModelError(
                 f"{type(unwrap(model)).__name__}: the head received hidden states of shape {tuple(hidden.shape)}, "
@@ -204,7 +303,15 @@ def _through_head(model, input_ids, attention_mask, labels, ignore_index, comput
 
     head.forward = fused_head  # an instance attribute: nn.Module.__call__ (and its hooks) call it
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        if shared is None:
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        else:
+            model(
+                input_ids=shared.input_ids,
+                attention_mask=shared.attention_mask,
+                position_ids=shared.position_ids,
+                use_cache=False,
+            )
     finally:
         del head.forward
     if len(results) != 1:
@@ -212,6 +319,29 @@ def _through_head(model, input_ids, attention_mask, labels, ignore_index, comput
             f"{type(unwrap(model)).__name__}: expected one call of the output head per forward, saw {len(results)}"
         )
     return results[0]
+
+
+@torch.no_grad()
+def verify_shared_prompt(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    float_mask_dtype: torch.dtype | None = None,
+    *,
+    atol: float | None = None,
+) -> float | None:
+    """The largest per-token difference between the log-probs of a paired batch packed by
+    :func:`share_prompts` and unpacked, or None when it exceeds ``atol`` (1e-4 per token for fp32/fp64
+    weights, 2e-2 for bf16/fp16): a model whose attention or positions do not follow the packed rows'
+    mask and position ids."""
+    if atol is None:
+        atol = 1e-4 if head_of(model).weight.dtype in (torch.float32, torch.float64) else 2e-2
+    shared = share_prompts(input_ids, attention_mask, float_mask_dtype)
+    plain = model_sequence_logps(model, input_ids, attention_mask, labels)
+    packed = model_sequence_logps(model, input_ids, attention_mask, labels, shared=shared)
+    per_token = ((plain.logps - packed.logps).abs() / plain.n_tokens.clamp(min=1)).max().item()
+    return per_token if per_token <= atol else None
 
 
 def logits_sequence_logps(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

@@ -201,6 +201,13 @@ class LoopConfig(_Strict):
     """Stop when one update changes the trainable weights' norm by more than this fraction of it
     (diverging training with finite values; ``alphapo.train.guards``). None: no check."""
     group_by_length: bool = True
+    """Steps draw their pairs from groups of similar length (less padding); every pair once an epoch."""
+    share_prompt: bool = True
+    """A pair's chosen and rejected rows run their common prefix (the prompt) through the model once:
+    fewer positions, the same log-probs and gradients (``alphapo.ops.model_logps.share_prompts``). With
+    fused log-probs on models whose attention takes the packed rows' mask (sdpa, eager; no sliding
+    window); checked once on the first pairs against the unpacked batch, and off with a warning where
+    they differ."""
 
 
 class LoggingConfig(_Strict):

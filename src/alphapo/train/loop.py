@@ -209,6 +209,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     elif cfg.train.logps == "fused" and cfg.train.verify_logps:
         one = {k: v[:1].to(acc.device) for k, v in collator([dataset[0]]).items()}
         verify_against_logits(model, one["input_ids"], one["attention_mask"], one["labels"])
+    share_prompt = _share_prompt(cfg, model, dataset, collator, acc.device, main)
     if main:
         for stale in remove_stale(output_dir, incomplete=True):
             logger.info(f"train: removed {stale}, a checkpoint whose save or removal was interrupted")
@@ -264,6 +265,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             displacement,
             cfg.train.pair_schedule,
             _pair_budget(cfg, acc),
+            share_prompt,
         )
     probe_batch = None
     check_diagnostics(cfg, acc)
@@ -487,6 +489,39 @@ def _completion_tokens(item: dict) -> int:
     if "chosen_ids" in item:
         return len(item["chosen_ids"]) + len(item["rejected_ids"])
     return len(item["completion_ids"])
+
+
+def _share_prompt(cfg: TrainConfig, model, dataset, collator, device, main: bool) -> torch.dtype | None:
+    """The mask dtype the objective packs pairs with (``train.share_prompt``), or None to run them
+    unpacked: where the loss is a paired one on fused log-probs, the model takes packed rows, and the
+    first pairs' log-probs packed equal them unpacked."""
+    from alphapo.ops.model_logps import shared_prompt_support, verify_shared_prompt
+
+    if not cfg.train.share_prompt or cfg.task != "preference" or cfg.train.logps != "fused":
+        return None
+    if isinstance(dataset, KTOView) or dataset.kind != "paired":
+        return None
+    why = shared_prompt_support(model)
+    if why is not None:
+        if main:
+            logger.info(f"train: pairs run unpacked (train.share_prompt): {why}")
+        return None
+    implementation = getattr(model.config, "_attn_implementation", "sdpa")
+    dtype = torch.bool if implementation == "sdpa" else next(model.parameters()).dtype
+    first = collator([dataset[i] for i in range(min(2, len(dataset)))])
+    batch = {k: v.to(device) for k, v in first.items()}
+    with torch.random.fork_rng(devices=[]):  # dropout in this check must not shift training's stream
+        gap = verify_shared_prompt(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], None if dtype == torch.bool else dtype
+        )
+    if gap is None:
+        if main:
+            logger.warning(
+                "train: pairs run unpacked: their log-probs with the prompt shared differ from the unpacked "
+                "ones on this model (set train.share_prompt: false to skip this check)"
+            )
+        return None
+    return dtype
 
 
 def _plain_or_ddp(acc) -> bool:

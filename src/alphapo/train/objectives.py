@@ -13,7 +13,7 @@ import torch
 
 from alphapo.log import logger
 from alphapo.losses import preference_loss
-from alphapo.ops.model_logps import model_pair_loss
+from alphapo.ops.model_logps import SharedPrompt, model_pair_loss, share_prompts
 from alphapo.ops.pair_loss import default_budget_bytes
 from alphapo.ops.preference import preference_pair_loss
 from alphapo.train.metrics import MetricSums
@@ -39,7 +39,17 @@ class PreferenceObjective:
     """
 
     def __init__(
-        self, loss_name, hparams, reference, initial, logps_mode, chunk_size, probe=None, schedule="auto", budget=None
+        self,
+        loss_name,
+        hparams,
+        reference,
+        initial,
+        logps_mode,
+        chunk_size,
+        probe=None,
+        schedule="auto",
+        budget=None,
+        share_prompt: torch.dtype | None = None,
     ):
         self.loss_name = loss_name
         self.hparams = hparams
@@ -51,6 +61,9 @@ class PreferenceObjective:
         self.schedule = schedule  # fused_pair_loss's schedule: auto, pair or two-pass
         self.budget = budget  # bytes of logits the pair schedule may hold; None: fixed at the first step
         self.last_schedule: str | None = None  # what ran last ("pair" / "two-pass"), logged when it changes
+        # pairs packed with their common prefix run once (alphapo.ops.model_logps.share_prompts): None for
+        # off, else the mask's dtype (torch.bool for sdpa, the model's dtype for eager's additive mask)
+        self.share_prompt = share_prompt
 
     def __call__(self, model, batch, shape: StepShape, sums: MetricSums) -> torch.Tensor:
         pairs = batch["index"].shape[0]
@@ -73,6 +86,7 @@ class PreferenceObjective:
                 budget_bytes=self.budget,
                 schedule=self.schedule,
                 chunk_size=self.chunk_size,
+                shared=self._shared(batch),
             )
             logps, n_tokens, mean_logits, objective = fused.logps, fused.n_tokens, fused.mean_logits, fused.loss
             if fused.schedule.name != self.last_schedule:
@@ -106,6 +120,12 @@ class PreferenceObjective:
             sums.add("displacement/rejected", rejected.detach() - start[:, 1])
             sums.add("displacement/chosen_fell", (chosen.detach() < start[:, 0]).float())
         return out.losses.sum() * scale if objective is None else objective
+
+    def _shared(self, batch) -> SharedPrompt | None:
+        if self.share_prompt is None:
+            return None
+        dtype = None if self.share_prompt == torch.bool else self.share_prompt
+        return share_prompts(batch["input_ids"], batch["attention_mask"], float_mask_dtype=dtype)
 
     def _pair_loss(self, refs, scale):
         """(the per-pair losses of a chunk, times the step's scale, for :func:`model_pair_loss`; whether
