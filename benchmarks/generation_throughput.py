@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's alphapo, not an installed one
 
 
 def gemm_rate(size: int = 2048, reps: int = 5) -> float:

@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's alphapo, not an installed one
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_throughput import HH, build_real_assets, prompt_length  # noqa: E402
 
