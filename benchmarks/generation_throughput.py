@@ -16,6 +16,11 @@ The limits, measured in the same run:
   cache (keys and values of all layers up to its length); at the measured copy bandwidth this gives a
   second bound per batch size, for the mean prompt + answer length of the run.
 Each configuration runs in this process, one after another, after one warm-up batch.
+
+Then one decoding step of the largest batch, every row at the run's mean context, is timed and
+profiled: where a step's time goes (GEMMs, attention over the KV cache, the cache's growth by
+concatenation, the rest), with the GEMM rate at the step's own shapes (M = batch rows): the measured
+reason a step runs below the bounds.
 """
 
 from __future__ import annotations
@@ -60,6 +65,63 @@ def kv_bytes_per_token(config) -> int:
     heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return 2 * config.num_hidden_layers * heads * head_dim * 4
+
+
+def decode_step_profile(model, rows: int, context: int) -> dict:
+    """Time one decoding step of ``rows`` rows over a ``context``-token KV cache and split it by
+    operator class (torch.profiler); GEMM rates at the step's own shapes."""
+    from transformers import DynamicCache
+
+    import alphapo.sample.generate as gen
+
+    cache_name = "cache" if gen._accepts(model, "cache") else "past_key_values"
+    cache = DynamicCache(config=model.config)
+    vocab = model.config.vocab_size
+    ids = torch.randint(0, vocab, (rows, context))
+    token = torch.randint(0, vocab, (rows, 1))
+    mask = torch.ones(rows, context + 1, dtype=torch.long)
+    position = torch.full((rows, 1), context)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask[:, :-1], use_cache=True, **{cache_name: cache})
+
+        def step():
+            model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **{cache_name: cache})
+            cache.crop(-1)  # back to ``context`` for the next timing
+
+        step()
+        seconds = sorted(_timed(step) for _ in range(5))[2]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            step()
+    groups = {
+        "gemm": ("aten::mm", "aten::addmm", "aten::bmm"),
+        "attention": ("scaled_dot_product",),
+        "cache concat": ("aten::cat",),
+    }
+    totals = dict.fromkeys(groups, 0.0)
+    everything = 0.0
+    for event in prof.key_averages():
+        everything += event.self_cpu_time_total
+        for name, keys in groups.items():
+            if any(event.key.startswith(k) or k in event.key for k in keys):
+                totals[name] += event.self_cpu_time_total
+                break
+    shares = {name: t / everything for name, t in totals.items()}
+    shares["rest"] = 1.0 - sum(shares.values())
+    hidden, inter, vocab = model.config.hidden_size, model.config.intermediate_size, model.config.vocab_size
+    rates = {}
+    for k, n in ((hidden, inter), (inter, hidden), (hidden, hidden), (hidden, vocab)):
+        a, b = torch.randn(rows, k), torch.randn(k, n)
+        torch.mm(a, b)
+        best = min(_timed(lambda a=a, b=b: torch.mm(a, b)) for _ in range(5))
+        rates[f"{rows}x{k}x{n}"] = 2 * rows * k * n / best
+    return {
+        "rows": rows,
+        "context": context,
+        "seconds": seconds,
+        "tokens_per_s": rows / seconds,
+        "shares": shares,
+        "gemm_flops_per_s": rates,
+    }
 
 
 def main() -> None:
@@ -141,6 +203,18 @@ def main() -> None:
                 file=sys.stderr,
             )
     gen.own_decoding = own
+    largest = next(r for r in rows if r["batch_size"] == max(args.batch_sizes))
+    context = round(sum(prompt_tokens) / len(prompt_tokens) + largest["mean_new_tokens"] / 2)
+    step = decode_step_profile(model, max(args.batch_sizes), context)
+    print(
+        f"one decoding step, {step['rows']} rows at context {context}: {step['seconds'] * 1e3:.0f} ms "
+        f"({step['tokens_per_s']:.0f} tokens/s with every row running): "
+        + ", ".join(f"{name} {share:.0%}" for name, share in step["shares"].items())
+        + "; GEMM at its shapes: "
+        + ", ".join(f"{shape} {rate / 1e9:.0f}" for shape, rate in step["gemm_flops_per_s"].items())
+        + " GFLOP/s",
+        file=sys.stderr,
+    )
     print(f"{'engine':9} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'of min(compute, memory)':>24}")
     for r in rows:
         print(
@@ -158,6 +232,7 @@ def main() -> None:
             "kv_bytes_per_token": kv,
             "max_new_tokens": args.max_new_tokens,
             "results": rows,
+            "decode_step": step,
         },
         indent=1,
     )

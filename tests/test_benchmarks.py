@@ -189,6 +189,8 @@ def test_generation_throughput_runs(tiny_chat_model):
     engines = {r["engine"]: r for r in out["results"]}
     assert set(engines) == {"alphapo", "generate"}
     assert engines["alphapo"]["new_tokens"] == engines["generate"]["new_tokens"] > 0  # the same greedy answers
+    step = out["decode_step"]
+    assert step["rows"] == 4 and step["seconds"] > 0 and sum(step["shares"].values()) == pytest.approx(1.0)
 
 
 @pytest.mark.slow
