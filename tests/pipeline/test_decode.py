@@ -124,3 +124,34 @@ def test_generate_gives_k_completions_per_prompt_in_prompt_order(model):
     for prompt, answer in zip(prompts, greedy, strict=True):
         alone = generate(tiny, tokenizer, [prompt], k=1, temperature=0.0, max_new_tokens=5, batch_size=1)
         assert answer == alone[0]
+
+
+def test_preallocated_cache_layers_hold_what_concatenation_holds(model):
+    """Keys and values written in place into a buffer equal the concatenated cache, through dropped rows."""
+    from transformers import DynamicCache
+
+    from alphapo.sample.generate import preallocate
+
+    ids, mask = left_padded(PROMPTS)
+    plain, buffered = DynamicCache(config=model.config), DynamicCache(config=model.config)
+    preallocate(buffered, ids.shape[1] + 4)
+    assert all(type(layer).__name__ == "PreallocatedLayer" for layer in buffered.layers)
+    with torch.no_grad():
+        for cache in (plain, buffered):
+            model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True)
+        for step, keep in enumerate([None, torch.tensor([0, 2, 3, 5]), None, None, torch.tensor([1, 3])]):
+            if keep is not None:
+                for cache in (plain, buffered):
+                    cache.batch_select_indices(keep)
+                ids, mask = ids[keep], mask[keep]
+            mask = torch.cat([mask, torch.ones(len(mask), 1, dtype=mask.dtype)], 1)
+            token = torch.full((len(ids), 1), 5 + step)
+            outs = [
+                model(input_ids=token, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1, cache=c)
+                for c in (plain, buffered)
+            ]
+            torch.testing.assert_close(outs[0].logits, outs[1].logits)
+    for a, b in zip(plain.layers, buffered.layers, strict=True):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    assert buffered.layers[0].keys.data_ptr() == buffered.layers[0]._key_buffer.data_ptr()  # a view, not a copy
+    assert buffered.layers[0]._key_buffer.shape[-2] >= buffered.layers[0].keys.shape[-2]

@@ -89,3 +89,15 @@ def test_fused_adamw_is_chosen_where_it_sees_plain_parameters_and_matches_the_lo
             opt.step()
     for (name, a), b in zip(model.named_parameters(), other.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_checkpoint_every_n_layers_without_checkpointing_is_refused():
+    from alphapo.config import validate
+    from alphapo.errors import ConfigError
+    from alphapo.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"needs model\.gradient_checkpointing: true"):
+        validate(
+            TrainConfig,
+            {"model": {"path": "m", "checkpoint_every_n_layers": 2}, "data": {"paths": ["p.jsonl"]}},
+        )

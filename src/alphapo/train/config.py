@@ -42,6 +42,11 @@ class ModelConfig(_Strict):
     def _one_source(self):
         if (self.path is None) == (self.tiny is None):
             raise ValueError("set exactly one of model.path (a local model directory) and model.tiny")
+        if self.checkpoint_every_n_layers != 1 and not self.gradient_checkpointing:
+            raise ValueError(
+                f"model.checkpoint_every_n_layers={self.checkpoint_every_n_layers} needs "
+                "model.gradient_checkpointing: true (without it no layer is checkpointed)"
+            )
         return self
 
 
