@@ -180,3 +180,28 @@ def test_language_checks_are_deterministic():
     text = "das ist ok"  # short and ambiguous: unseeded, langdetect says de or lv from call to call
     verdicts = {score(row, text)["prompt_strict"] for _ in range(40)}
     assert len(verdicts) == 1 and langdetect.DetectorFactory.seed == 0
+
+
+def test_a_checker_that_draws_its_argument_scores_the_same_in_every_run():
+    """IFEval prompt 1122 asks for the letter '#'; letter_frequency then draws a random letter."""
+    import random
+
+    from alphapo.eval.ifeval import score
+
+    row = {
+        "key": 1122,
+        "prompt": "Use the letter # at least 4 times.",
+        "instruction_id_list": ["keywords:letter_frequency"],
+        "kwargs": [{"let_relation": "at least", "letter": "#", "let_frequency": 4}],
+    }
+    text = "banana bread is a treat: bake it at home, eat it warm"  # some letters 4+ times, most not
+    verdicts = set()
+    for seed in range(30):
+        random.seed(seed)  # whatever state the caller left
+        verdicts.add(score(row, text)["prompt_strict"])
+    assert len(verdicts) == 1
+    random.seed(5)
+    before = random.random()
+    random.seed(5)
+    score(row, text)
+    assert random.random() == before  # the caller's random stream is untouched

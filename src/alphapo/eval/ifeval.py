@@ -26,6 +26,7 @@ SmolLM2-135M-Instruct's 541 greedy answers the two scored no answer differently)
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
@@ -143,13 +144,22 @@ def score(row: dict[str, Any], response: str) -> dict[str, Any]:
     unknown = [i for i in row["instruction_id_list"] if i not in registry]
     if unknown:
         raise StageError(f"eval: IFEval prompt {row['key']}: unknown instruction {', '.join(unknown)}")
-    results, _ = evaluate_instructions(
-        response=response,
-        instruction_id_list=row["instruction_id_list"],
-        kwargs_list=row["kwargs"],
-        prompt=row["prompt"],
-        instruction_registry=registry,
-    )
+    # A checker given an argument it cannot use picks one at random (IFEval prompt 1122 asks for the
+    # letter '#': letter_frequency then counts a random letter): the same answer scored True in one run
+    # and False in the next. Seeded by the prompt's key (and the caller's random state kept), every
+    # run picks the same.
+    state = random.getstate()
+    random.seed(f"ifeval-{row.get('key')}")
+    try:
+        results, _ = evaluate_instructions(
+            response=response,
+            instruction_id_list=row["instruction_id_list"],
+            kwargs_list=row["kwargs"],
+            prompt=row["prompt"],
+            instruction_registry=registry,
+        )
+    finally:
+        random.setstate(state)
     if not results:  # an empty answer follows no instruction
         strict = loose = [False] * len(row["instruction_id_list"])
     else:
