@@ -76,17 +76,20 @@ def decode_step_profile(model, rows: int, context: int) -> dict:
 
     cache_name = "cache" if gen._accepts(model, "cache") else "past_key_values"
     cache = DynamicCache(config=model.config)
+    gen.preallocate(cache, context + 16)  # as the decoding loop holds it
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (rows, context))
     token = torch.randint(0, vocab, (rows, 1))
-    mask = torch.ones(rows, context + 1, dtype=torch.long)
-    position = torch.full((rows, 1), context)
+    mask = torch.ones(rows, context, dtype=torch.long)
+    position = torch.full((rows, 1), context - 1)
     with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask[:, :-1], use_cache=True, **{cache_name: cache})
+        model(input_ids=ids, attention_mask=mask, use_cache=True, **{cache_name: cache})
 
-        def step():
+        def step():  # each timing adds one position (context + 1 ... + 7)
+            nonlocal mask, position
+            mask = torch.cat([mask, mask[:, :1]], dim=1)
+            position = position + 1
             model(input_ids=token, attention_mask=mask, position_ids=position, use_cache=True, **{cache_name: cache})
-            cache.crop(-1)  # back to ``context`` for the next timing
 
         step()
         seconds = sorted(_timed(step) for _ in range(5))[2]
