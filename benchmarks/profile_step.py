@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's alphapo, not an installed one
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_throughput import HH, build_real_assets, prompt_length  # noqa: E402
+from train_throughput import HH, alphapo_config, build_real_assets  # noqa: E402
 
 PHASES = ["data", "forward body", "head + loss", "backward", "clip", "optimizer", "other"]
 
@@ -123,35 +123,20 @@ def main() -> None:
 
     import torch
 
-    from alphapo.config import validate
-    from alphapo.train import TrainConfig, train
+    from alphapo.train import train
 
     workdir = Path(tempfile.mkdtemp(prefix="alphapo-profile-"))
     assets = build_real_assets(workdir, args)
     clock = Clock()
     install(clock)
     total = args.steps + 1 + (1 if args.ops else 0)  # the last step ends with the run's diagnostics: untimed
-    cfg = validate(
-        TrainConfig,
-        {
-            "model": {"path": assets["model"], "gradient_checkpointing": args.gradient_checkpointing},
-            "data": {
-                "paths": [assets["pairs"]],
-                "max_length": args.max_length,
-                "max_prompt_length": prompt_length(args),
-            },
-            "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
-            "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
-            "schedule": {"name": "constant", "warmup_steps": 0},
-            "train": {
-                "batch_size": args.batch_size,
-                "max_steps": total,
-                "seed": 0,
-                "group_by_length": not args.no_group_by_length,
-            },
-            "logging": {"every": 10**6, "progress": "none"},
-            "output_dir": str(workdir / "run"),
-        },
+    cfg = alphapo_config(
+        assets,
+        args,
+        gradient_checkpointing=args.gradient_checkpointing,
+        max_steps=total,
+        output_dir=workdir / "run",
+        group_by_length=not args.no_group_by_length,
     )
     state: dict = {"tokens": 0, "last_tokens": 0}
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])

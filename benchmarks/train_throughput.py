@@ -284,14 +284,16 @@ def prompt_length(args) -> int:
     return min(128, args.max_length // 2)
 
 
-def run_alphapo(assets, args, meter) -> None:
+def alphapo_config(assets, args, *, gradient_checkpointing: bool, max_steps: int, output_dir, **train):
+    """The AlphaPO run both the throughput benchmark and ``profile_step.py`` time (``train``: more
+    ``train.*`` settings)."""
     from alphapo.config import validate
-    from alphapo.train import TrainConfig, train
+    from alphapo.train import TrainConfig
 
-    cfg = validate(
+    return validate(
         TrainConfig,
         {
-            "model": {"path": assets["model"], "gradient_checkpointing": args.worker.endswith("+gc")},
+            "model": {"path": assets["model"], "gradient_checkpointing": gradient_checkpointing},
             "data": {
                 "paths": [assets["pairs"]],
                 "max_length": args.max_length,
@@ -300,15 +302,23 @@ def run_alphapo(assets, args, meter) -> None:
             "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
             "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
             "schedule": {"name": "constant", "warmup_steps": 0},
-            "train": {
-                "batch_size": args.batch_size,
-                "max_steps": args.steps + 1,  # the run's last step ends with its diagnostics (below)
-                "seed": 0,
-                "pair_schedule": "two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
-            },
+            "train": {"batch_size": args.batch_size, "max_steps": max_steps, "seed": 0, **train},
             "logging": {"every": 10**6, "progress": "none"},
-            "output_dir": str(Path(args.workdir) / "alphapo-run"),
+            "output_dir": str(output_dir),
         },
+    )
+
+
+def run_alphapo(assets, args, meter) -> None:
+    from alphapo.train import train
+
+    cfg = alphapo_config(
+        assets,
+        args,
+        gradient_checkpointing=args.worker.endswith("+gc"),
+        max_steps=args.steps + 1,  # the run's last step ends with its diagnostics (below)
+        output_dir=Path(args.workdir) / "alphapo-run",
+        pair_schedule="two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
     )
     last = {"num_tokens": 0}
 
