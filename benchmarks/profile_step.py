@@ -118,8 +118,14 @@ def main() -> None:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--no-group-by-length", action="store_true")
     p.add_argument("--ops", action="store_true", help="also profile one more step with torch.profiler")
+    p.add_argument(
+        "--in-backward",
+        action="store_true",
+        help="optim.in_backward (no clipping): the optimiser's time is then inside the backward pass",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    args.max_grad_norm = None if args.in_backward else 1.0
 
     import torch
 
@@ -136,6 +142,7 @@ def main() -> None:
         gradient_checkpointing=args.gradient_checkpointing,
         max_steps=total,
         output_dir=workdir / "run",
+        in_backward=args.in_backward,
         group_by_length=not args.no_group_by_length,
     )
     state: dict = {"tokens": 0, "last_tokens": 0}

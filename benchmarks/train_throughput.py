@@ -2,7 +2,9 @@
 
 Trainers: ``alphapo`` (the fused pair schedule, gradients formed in the forward pass where a pair's
 logits fit the budget: ``train.pair_schedule=auto``), ``alphapo-2pass`` (the two-pass fused op,
-``train.pair_schedule=two-pass``) and ``trl`` (CPOTrainer, full logits). TRL's Liger-Kernel path
+``train.pair_schedule=two-pass``), either with ``-inbwd`` (``alphapo-inbwd``, ``alphapo-2pass-inbwd``:
+``optim.in_backward``, each parameter updated and its gradient freed during the backward pass; needs
+``--max-grad-norm none``) and ``trl`` (CPOTrainer, full logits). TRL's Liger-Kernel path
 (``use_liger_kernel``) exists for its DPO trainer only: CPOTrainer, the one with AlphaPO, has none (TRL
 1.16), so no TRL+Liger row is measured here; ``benchmarks/fused_logps.py`` compares the losses
 with Liger's directly.
@@ -19,7 +21,8 @@ trainer with and without gradient checkpointing (``--gradient-checkpointing off|
 ``+gc``).
 
 Both trainers get the same model directory, tokenizer, pairs, batch size, learning rate, steps and
-loss: AlphaPO (alpha 0.25, beta 2.5, gamma 0.25, no NLL term: TRL's ``loss_type="alphapo"``). Each runs
+loss: AlphaPO (alpha 0.25, beta 2.5, gamma 0.25, no NLL term: TRL's ``loss_type="alphapo"``) and
+gradient clipping (``--max-grad-norm``, 1.0 by default; ``none`` turns it off for every trainer). Each runs
 in a fresh subprocess. The clock and the peak-RSS counter start when the first optimiser step ends
 (so data preparation, reference/initial log-prob passes and warm-up are excluded for both) and stop
 at the end of step ``--steps``; each trainer runs one step more, so what a run does after its last
@@ -53,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 TRAINERS = ["alphapo", "alphapo-2pass", "trl"]
+ALL_TRAINERS = [*TRAINERS, "alphapo-inbwd", "alphapo-2pass-inbwd"]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from fused_logps import PeakMemory  # noqa: E402
 
@@ -284,9 +288,11 @@ def prompt_length(args) -> int:
     return min(128, args.max_length // 2)
 
 
-def alphapo_config(assets, args, *, gradient_checkpointing: bool, max_steps: int, output_dir, **train):
+def alphapo_config(
+    assets, args, *, gradient_checkpointing: bool, max_steps: int, output_dir, in_backward: bool = False, **train
+):
     """The AlphaPO run both the throughput benchmark and ``profile_step.py`` time (``train``: more
-    ``train.*`` settings)."""
+    ``train.*`` settings; ``args.max_grad_norm``: None turns clipping off)."""
     from alphapo.config import validate
     from alphapo.train import TrainConfig
 
@@ -300,7 +306,7 @@ def alphapo_config(assets, args, *, gradient_checkpointing: bool, max_steps: int
                 "max_prompt_length": prompt_length(args),
             },
             "loss": {"name": "alphapo", "alpha": 0.25, "beta": 2.5, "gamma": 0.25},
-            "optim": {"lr": 1e-5, "max_grad_norm": 1.0},
+            "optim": {"lr": 1e-5, "max_grad_norm": args.max_grad_norm, "in_backward": in_backward},
             "schedule": {"name": "constant", "warmup_steps": 0},
             "train": {"batch_size": args.batch_size, "max_steps": max_steps, "seed": 0, **train},
             "logging": {"every": 10**6, "progress": "none"},
@@ -319,6 +325,7 @@ def run_alphapo(assets, args, meter) -> None:
         max_steps=args.steps + 1,  # the run's last step ends with its diagnostics (below)
         output_dir=Path(args.workdir) / "alphapo-run",
         pair_schedule="two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
+        in_backward="-inbwd" in args.worker,
     )
     last = {"num_tokens": 0}
 
@@ -356,7 +363,7 @@ def run_trl(assets, args, meter) -> None:
         learning_rate=1e-5,
         lr_scheduler_type="constant",
         max_length=args.max_length,
-        max_grad_norm=1.0,
+        max_grad_norm=args.max_grad_norm or 0.0,  # transformers' Trainer: 0 does not clip
         bf16=False,  # TRL's default is bf16=True: emulated on this CPU, and not what alphapo computes
         fp16=False,
         gradient_checkpointing=args.worker.endswith("+gc"),  # TRL 1.x turns it on by default
@@ -456,7 +463,13 @@ def main() -> None:
         default=None,
         help="default: off for the tiny model, both with --model",
     )
-    p.add_argument("--trainers", default=None, help="comma-separated subset of alphapo,alphapo-2pass,trl")
+    p.add_argument("--trainers", default=None, help=f"comma-separated subset of {','.join(ALL_TRAINERS)}")
+    p.add_argument(
+        "--max-grad-norm",
+        type=lambda v: None if v.lower() == "none" else float(v),
+        default=1.0,
+        help="gradient clipping of every trainer (default 1.0); none: off (the -inbwd trainers need it)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="alternate the trainers this many times")
     p.add_argument("--json", default=None)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -479,6 +492,11 @@ def main() -> None:
         except ImportError:
             print("trl is not installed (pip install 'alphapo[bench]'): measuring alphapo alone", file=sys.stderr)
             trainers = [t for t in trainers if t != "trl"]
+    unknown = [t for t in trainers if t not in ALL_TRAINERS]
+    if unknown:
+        p.error(f"unknown trainer(s) {', '.join(unknown)}; choose from {', '.join(ALL_TRAINERS)}")
+    if args.max_grad_norm is not None and any("-inbwd" in t for t in trainers):
+        p.error("the -inbwd trainers update during the backward pass and cannot clip: add --max-grad-norm none")
     gc_settings = {"off": [""], "on": ["+gc"], "both": ["", "+gc"]}[args.gradient_checkpointing]
     configs = [t + g for g in gc_settings for t in trainers]
     workdir = Path(tempfile.mkdtemp(prefix="alphapo-throughput-"))
@@ -494,6 +512,7 @@ def main() -> None:
             else ""
         )
         + f", batch {args.batch_size}, {args.steps} steps, max_length {args.max_length}, fp32, "
+        f"max_grad_norm {args.max_grad_norm if args.max_grad_norm is not None else 'none (no clipping)'}, "
         f"{args.rounds} round(s) of {', '.join(configs)}",
         file=sys.stderr,
     )
@@ -501,20 +520,24 @@ def main() -> None:
     failed: list[str] = []
     for round_ in range(args.rounds):
         for name in configs:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                name,
-                "--assets",
-                str(workdir / "assets.json"),
-                "--workdir",
-                str(workdir / name / f"round{round_}"),  # a finished run is never overwritten
-            ] + [
-                f"--{k.replace('_', '-')}={v}"
-                for k, v in vars(args).items()
-                if k in ("steps", "batch_size", "max_length") and v is not None
-            ]
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    name,
+                    "--assets",
+                    str(workdir / "assets.json"),
+                    "--workdir",
+                    str(workdir / name / f"round{round_}"),  # a finished run is never overwritten
+                ]
+                + [
+                    f"--{k.replace('_', '-')}={v}"
+                    for k, v in vars(args).items()
+                    if k in ("steps", "batch_size", "max_length") and v is not None
+                ]
+                + [f"--max-grad-norm={args.max_grad_norm}"]
+            )
             proc = subprocess.run(
                 cmd,
                 capture_output=True,

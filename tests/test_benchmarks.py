@@ -99,23 +99,34 @@ def test_train_throughput_real_model_mode_runs(tmp_path, tiny_chat_model):
         [
             sys.executable,
             str(ROOT / "benchmarks" / "train_throughput.py"),
-            *["--model", str(tiny_chat_model), "--data", str(data), "--trainers", "alphapo"],
+            *["--model", str(tiny_chat_model), "--data", str(data), "--trainers", "alphapo,alphapo-inbwd"],
             *["--steps", "3", "--pairs", "8", "--batch-size", "2", "--max-length", "64", "--rounds", "1"],
+            *["--max-grad-norm", "none"],
         ],
         capture_output=True,
         text=True,
         timeout=900,
         check=True,
     )
-    assert "skipped: 1 without a shared history" in proc.stderr
+    assert "skipped: 1 without a shared history" in proc.stderr and "max_grad_norm none" in proc.stderr
     out = _json_tail(proc.stdout)
-    assert out["config"]["gradient_checkpointing"] == "both"
+    assert out["config"]["gradient_checkpointing"] == "both" and out["config"]["max_grad_norm"] is None
     rows = out["results"]
-    assert set(rows) == {"alphapo", "alphapo+gc"}
+    assert set(rows) == {"alphapo", "alphapo+gc", "alphapo-inbwd", "alphapo-inbwd+gc"}
     for row in rows.values():
         assert row["rounds"] == 1 and row["tokens"] > 0
         assert row["tokens_per_s"]["low"] == row["tokens_per_s"]["median"] > 0
         assert row["process_peak_bytes"]["median"] > row["peak_growth_bytes"]["median"]
+
+
+def test_in_backward_trainers_need_clipping_off():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--trainers", "alphapo-inbwd"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "add --max-grad-norm none" in proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -163,6 +163,11 @@ class OptimConfig(_Strict):
     """torch's fused AdamW kernel (one pass over all parameters: about 7x faster than the per-tensor
     loop on CPU, the same update within fp32 rounding). None: fused on one process or DDP in fp32/bf16
     on CPU or CUDA; FSDP, DeepSpeed and fp16 (its loss scaler) keep torch's default implementation."""
+    in_backward: bool = False
+    """Update each parameter as soon as its gradient is complete and free the gradient
+    (``alphapo.train.in_backward``): the backward pass never holds all gradients at once (513 MiB for a
+    135M model in fp32). The same AdamW update; needs ``max_grad_norm: null``, ``train.grad_accum: 1``,
+    one process and no fp16. A non-finite gradient (with a finite loss) then stops the run."""
 
 
 class ScheduleConfig(_Strict):
@@ -344,6 +349,12 @@ class TrainConfig(_Strict):
                 raise ValueError(f"loss {self.loss.name!r} is reference-free: reference.kind must be auto or none")
             if spec.needs_reference and self.reference.kind == "none":
                 raise ValueError(f"loss {self.loss.name!r} needs a reference: reference.kind cannot be none")
+        if self.optim.in_backward:
+            from alphapo.train.in_backward import settings_refusal
+
+            why = settings_refusal(self)
+            if why is not None:
+                raise ValueError(why)
         return self
 
     def displacement_mode(self) -> str:

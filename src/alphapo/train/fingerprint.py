@@ -44,6 +44,7 @@ SAFE_TO_CHANGE = (
     "model.gradient_checkpointing",  # memory for recomputation: the same values and gradients
     "model.checkpoint_every_n_layers",
     "optim.fused",  # the same AdamW update within fp32 rounding
+    "optim.in_backward",  # the same AdamW update, applied during the backward pass
     "train.share_prompt",  # the same log-probs and gradients within fp32 rounding
     "train.batch_size",  # recorded as their product with the processes: examples per step
     "train.grad_accum",

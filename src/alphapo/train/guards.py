@@ -118,10 +118,26 @@ def non_finite(bad_logps: float, loss: float, grad_norm: float) -> str | None:
     return None
 
 
-def nan_message(step: int, culprit: str, metrics: dict, grad_norm: float, output_dir: Path, in_a_row: int = 0) -> str:
+def nan_message(
+    step: int,
+    culprit: str,
+    metrics: dict,
+    grad_norm: float,
+    output_dir: Path,
+    in_a_row: int = 0,
+    applied: int = 0,
+) -> str:
+    """The message that stops a run (or a run of skipped steps). ``applied``: parameter tensors an
+    in-backward step (``optim.in_backward``) had updated before the non-finite value was known."""
     kept = complete_checkpoints(output_dir)
     where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved yet"
     what = f"{culprit} at step {step} (loss {metrics.get('loss')}, grad_norm {grad_norm})"
+    if applied:
+        return (
+            f"{what}; optim.in_backward had already applied it to {applied} parameter tensor(s), so the step "
+            f"cannot be skipped: stopped, nothing from this step was saved, {where}. Lower the learning rate "
+            "or check the data"
+        )
     if in_a_row:
         return (
             f"{in_a_row} steps in a row skipped ({what}; train.nan_skip_limit={in_a_row}); {where}. "

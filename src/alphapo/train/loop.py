@@ -35,6 +35,7 @@ from alphapo.train.displacement import DisplacementProbe, automatic_every, final
 from alphapo.train.distributed import check_diagnostics, check_engine, describe, enable_fsdp_on_cpu
 from alphapo.train.fingerprint import apply_peak_lr, claim_output_dir, resume_or_start_over, run_fingerprint
 from alphapo.train.guards import WeightGuard, guarded_save, nan_message, non_finite
+from alphapo.train.in_backward import StepInBackward, processes_refusal
 from alphapo.train.kto import KTOObjective, KTOView
 from alphapo.train.metrics import MetricsLog, MetricSums, Progress
 from alphapo.train.objectives import PreferenceObjective, SFTObjective, StepShape
@@ -180,6 +181,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, output_dir, cleanup)
+    if cfg.optim.in_backward and (why := processes_refusal(acc.num_processes, acc.distributed_type.value)):
+        raise ConfigError(why)
     main = acc.is_main_process
     lock = lock_output_dir(output_dir) if main else None
     if lock is not None:
@@ -241,6 +244,10 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
     optimizer = make_optimizer(cfg, model, fused_allowed=_plain_or_ddp(acc))
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
+    in_backward = None  # optim.in_backward: the update is applied during the backward pass
+    if cfg.optim.in_backward:
+        in_backward = StepInBackward(optimizer, [p for p in model.parameters() if p.requires_grad])
+        cleanup.callback(in_backward.remove)
     step_pairs = cfg.train.batch_size * world * accum
     displacement = None  # the first-visit probe, for losses without a starting log-prob table
     if cfg.displacement_mode() == "probe":
@@ -311,6 +318,9 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             shape = StepShape(len(items), sum(_completion_tokens(dataset[i]) for i in items), world)
             sums = MetricSums()
             step_tokens = 0
+            held_back = False  # an in-backward step whose loss or log-probs were not finite: no backward pass
+            if in_backward is not None:
+                in_backward.reset()
             for a in range(accum):
                 ids = micro[a * world + acc.process_index]
                 batch = {k: v.to(acc.device) for k, v in collator([dataset[i] for i in ids]).items()}
@@ -318,15 +328,25 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                 sync = nullcontext() if a == accum - 1 else acc.no_sync(model)
                 with sync, acc.autocast():
                     loss = objective(model, batch, shape, sums)
-                    acc.backward(loss)
+                    if in_backward is None:
+                        acc.backward(loss)
+                    elif _finite(loss, sums):
+                        in_backward.backward(acc, loss)
+                    else:  # skipped (or stopped) below, with the weights untouched
+                        held_back = True
                 del loss  # frees the graph (and the fused op's buffers) before the next forward
-            grad_norm = _clip(acc, model, cfg.optim.max_grad_norm)
+            grad_norm = _clip(acc, model, cfg.optim.max_grad_norm) if in_backward is None else in_backward.grad_norm()
             totals = sums.reduce_totals(acc)
             for name, (total, count) in totals.items():
                 window.add_sum(name, total, count)  # logged values average every example since the last log
             bad_logps = totals.pop("nonfinite_logps", (0.0, 0.0))[0]
             metrics = add_std({name: total / max(count, 1) for name, (total, count) in totals.items()})
             culprit = non_finite(bad_logps, metrics["loss"], grad_norm)
+            if held_back and culprit is None:  # the loss tensor, not its per-example parts, was not finite
+                culprit = "a non-finite loss"
+            if culprit is not None and in_backward is not None and in_backward.applied:
+                applied = in_backward.applied
+                raise TrainingError(nan_message(step + 1, culprit, metrics, grad_norm, output_dir, applied=applied))
             if culprit is not None:
                 if cfg.train.nan_policy == "stop":
                     raise TrainingError(nan_message(step + 1, culprit, metrics, grad_norm, output_dir))
@@ -340,7 +360,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                         nan_message(step + 1, culprit, metrics, grad_norm, output_dir, in_a_row=skipped_in_a_row)
                     )
             else:
-                optimizer.step()
+                if in_backward is None:
+                    optimizer.step()
                 if not getattr(optimizer, "step_was_skipped", False):  # fp16's scaler skipped an overflow
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -536,6 +557,13 @@ def _clip(acc, model, max_norm: float | None) -> float:
         return float(acc.clip_grad_norm_(model.parameters(), max_norm))
     grads = [p.grad.detach().double().norm() for p in model.parameters() if p.grad is not None]
     return float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def _finite(loss: torch.Tensor, sums: MetricSums) -> bool:
+    """Whether a micro-batch's loss and policy log-probs are finite (checked before an in-backward
+    update, which cannot be undone)."""
+    bad = sums.sums.get("nonfinite_logps", 0)
+    return bool(torch.isfinite(loss.detach()).all()) and not float(bad)
 
 
 def _any(acc, flag: bool) -> bool:
