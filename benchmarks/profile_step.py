@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -164,7 +165,10 @@ def main() -> None:
             profiler.__exit__(None, None, None)
         state["last_tokens"] = metrics["num_tokens"]
 
-    train(cfg, on_step=on_step)
+    try:
+        train(cfg, on_step=on_step)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the model's copy and the run's checkpoint (about 2 GB)
     steps = args.steps - 1
     wall = state["wall"]
     seconds = dict(clock.seconds)

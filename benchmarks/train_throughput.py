@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -529,7 +530,7 @@ def main() -> None:
                     "--assets",
                     str(workdir / "assets.json"),
                     "--workdir",
-                    str(workdir / name / f"round{round_}"),  # a finished run is never overwritten
+                    str(workdir / name / f"round{round_}"),
                 ]
                 + [
                     f"--{k.replace('_', '-')}={v}"
@@ -544,6 +545,7 @@ def main() -> None:
                 text=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + str(ROOT)},
             )
+            shutil.rmtree(workdir / name / f"round{round_}", ignore_errors=True)  # its checkpoint: 1.5 GB
             if proc.returncode != 0:
                 print(f"[fail] {name}:\n{proc.stderr[-3000:]}", file=sys.stderr)
                 failed.append(name)
@@ -556,6 +558,7 @@ def main() -> None:
                 file=sys.stderr,
             )
             results.setdefault(name, []).append(result)
+    shutil.rmtree(workdir, ignore_errors=True)  # the model's copy and the pairs
     rows = summarise(results)
     print_table(rows)
     blob = json.dumps(

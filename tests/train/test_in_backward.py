@@ -19,11 +19,19 @@ def grad_norms(run) -> list[float]:
     return [row["grad_norm"] for row in map(json.loads, lines) if "grad_norm" in row]
 
 
+def learning_rates(run) -> list[float]:
+    lines = (run.output_dir / "metrics.jsonl").read_text().splitlines()
+    return [row["learning_rate"] for row in map(json.loads, lines) if "learning_rate" in row]
+
+
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_in_backward_trains_to_the_plain_runs_weights(assets, tmp_path, checkpointing):
     model = {"path": assets["model"], "gradient_checkpointing": checkpointing}
-    plain = train(make_config(assets, tmp_path / "plain", model=model, optim=NO_CLIP))
-    inside = train(make_config(assets, tmp_path / "inside", model=model, optim={**NO_CLIP, "in_backward": True}))
+    schedule = {"name": "cosine", "warmup_steps": 1}  # the learning rate moves every step
+    plain = train(make_config(assets, tmp_path / "plain", model=model, optim=NO_CLIP, schedule=schedule))
+    inside = train(
+        make_config(assets, tmp_path / "inside", model=model, optim={**NO_CLIP, "in_backward": True}, schedule=schedule)
+    )
     a, b = weights(plain.model_dir), weights(inside.model_dir)
     assert a.keys() == b.keys()
     start = weights(assets["model"])
@@ -32,6 +40,20 @@ def test_in_backward_trains_to_the_plain_runs_weights(assets, tmp_path, checkpoi
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
     assert grad_norms(inside) == pytest.approx(grad_norms(plain), rel=1e-5)
     assert len(grad_norms(plain)) == 4
+    assert learning_rates(inside) == learning_rates(plain) and len(set(learning_rates(plain))) == 4
+
+
+def test_in_backward_trains_lora_adapters_as_the_plain_run(assets, tmp_path):
+    from safetensors.torch import load_file
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    plain = train(make_config(assets, tmp_path / "plain", optim=NO_CLIP, lora=lora))
+    inside = train(make_config(assets, tmp_path / "inside", optim={**NO_CLIP, "in_backward": True}, lora=lora))
+    a = load_file(plain.model_dir / "adapter_model.safetensors")
+    b = load_file(inside.model_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any("lora_B" in k and v.abs().sum() > 0 for k, v in a.items())
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_each_gradient_is_freed_once_applied(assets, tmp_path, monkeypatch):
