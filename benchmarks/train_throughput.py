@@ -31,7 +31,10 @@ over the pairs its probe holds; TRL's end of training). tokens/s counts real (no
 of the examples trained on in steps 2..N, the same for both.
 Memory: CUDA max-allocated growth, or CPU peak-RSS growth (VmHWM reset via /proc/self/clear_refs),
 and beside it the whole process's peak RSS (CPU: the larger of the peaks before and after step 1), a
-measure that moves less between runs than the growth does (the allocator's reuse of freed pages varies).
+measure that moves less between runs than the growth does (the allocator's reuse of freed pages varies),
+and the step's tensor peak: the most bytes of tensors allocated during one more step (N + 1, after the
+window) that are live at once, from torch.profiler's memory events (:class:`StepTensorPeak`): what the
+step itself needs, with neither the allocator's behaviour nor what was live before the step in it.
 
 Precision: fp32 for both. TRL's configs default to ``bf16=True`` (when fp16 is off), which on a CPU
 without bf16 units runs emulated bf16 at a fraction of the speed: TRL gets ``bf16=False, fp16=False``
@@ -249,11 +252,52 @@ def build_assets(root: Path, args) -> dict:
     }
 
 
+class StepTensorPeak:
+    """The most bytes of tensors allocated during one step that are live at once: torch.profiler's
+    memory events (``Total Allocated`` counts what was allocated since the profiler started and is not
+    freed yet), so the allocator's reuse of freed pages, which moves the RSS growth between runs, does
+    not enter it. Taken on the step after the timed window (the profiler slows the step)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device_type = 1 if device.type == "cuda" else 0
+        self.profiler = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True, record_shapes=False
+        )
+
+    def start(self) -> None:
+        self.profiler.__enter__()
+
+    def stop(self) -> int:
+        self.profiler.__exit__(None, None, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self.profiler.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        totals = [
+            e["args"]["Total Allocated"]
+            for e in events
+            if e.get("name") == "[memory]" and e["args"].get("Device Type") == self.device_type
+        ]
+        return max(totals, default=0)
+
+
 class Meter:
-    """Starts at the end of step 1: clock and peak memory; counts tokens of steps 2..N."""
+    """Starts at the end of step 1: clock and peak memory; counts tokens of steps 2..N; then the tensor
+    peak of step N + 1 (:class:`StepTensorPeak`)."""
 
     def __init__(self, device):
         self.device, self.tokens, self.start, self.mem = device, 0, None, None
+        self.tensors = StepTensorPeak(device)
+
+    def window_done(self) -> None:
+        """At the end of step N: the window's numbers, then the profiled step begins."""
+        self.result = self.finish()
+        self.tensors.start()
+
+    def profiled_step_done(self) -> None:
+        self.result["step_tensor_peak_bytes"] = self.tensors.stop()
 
     def first_step_done(self):
         self.peak_before = process_peak_bytes(self.device)  # before PeakMemory resets the CPU's counter
@@ -337,7 +381,9 @@ def run_alphapo(assets, args, meter) -> None:
             meter.tokens += metrics["num_tokens"] - last["num_tokens"]
         last["num_tokens"] = metrics["num_tokens"]
         if step == args.steps:
-            meter.result = meter.finish()
+            meter.window_done()
+        elif step == args.steps + 1:
+            meter.profiled_step_done()
 
     train(cfg, on_step=on_step)
 
@@ -383,7 +429,9 @@ def run_trl(assets, args, meter) -> None:
             elif state.global_step <= args.steps:  # the real tokens of the step that just ended
                 meter.tokens += int(self.batch_tokens)
             if state.global_step == args.steps:
-                meter.result = meter.finish()
+                meter.window_done()
+            elif state.global_step == args.steps + 1:
+                meter.profiled_step_done()
 
     callback = Callback()
     trainer = CPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[callback])
@@ -412,6 +460,9 @@ def spread(runs: list[dict], key: str) -> dict:
     return {"median": statistics.median(values), "low": values[0], "high": values[-1]}
 
 
+MEASURES = ("tokens_per_s", "peak_growth_bytes", "process_peak_bytes", "step_tensor_peak_bytes")
+
+
 def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
     """Per trainer: the median round (tokens/s, seconds, tokens) and each measure's median and spread."""
     rows = {}
@@ -420,7 +471,7 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
         rows[name] = {
             **middle,
             "rounds": len(runs),
-            **{key: spread(runs, key) for key in ("tokens_per_s", "peak_growth_bytes", "process_peak_bytes")},
+            **{key: spread(runs, key) for key in MEASURES},
         }
     return rows
 
@@ -431,7 +482,8 @@ def print_table(rows: dict[str, dict]) -> None:
 
     print(
         f"{'trainer':17} {'tokens/s (low-high)':>22} {'peak growth MiB':>22} {'process peak MiB':>24} "
-        f"{'speed vs trl':>12} {'growth vs trl':>13} {'peak vs trl':>11}"
+        f"{'step tensors MiB':>22} {'speed vs trl':>12} {'growth vs trl':>13} {'peak vs trl':>11} "
+        f"{'tensors vs trl':>14}"
     )
     for name, r in rows.items():
         base = rows.get("trl+gc" if name.endswith("+gc") else "trl")
@@ -442,8 +494,8 @@ def print_table(rows: dict[str, dict]) -> None:
         t = r["tokens_per_s"]
         print(
             f"{name:17} {t['median']:7.0f} ({t['low']:.0f}-{t['high']:.0f}){'':>5} {mib(r['peak_growth_bytes']):>22} "
-            f"{mib(r['process_peak_bytes']):>24} {ratio('tokens_per_s'):>12} {ratio('peak_growth_bytes'):>13} "
-            f"{ratio('process_peak_bytes'):>11}"
+            f"{mib(r['process_peak_bytes']):>24} {mib(r['step_tensor_peak_bytes']):>22} {ratio('tokens_per_s'):>12} "
+            f"{ratio('peak_growth_bytes'):>13} {ratio('process_peak_bytes'):>11} {ratio('step_tensor_peak_bytes'):>14}"
         )
 
 
@@ -554,7 +606,8 @@ def main() -> None:
             print(
                 f"  round {round_ + 1} {name:17s} {result['tokens_per_s']:7.0f} tok/s  peak growth "
                 f"{result['peak_growth_bytes'] / 2**20:7.0f} MiB  "
-                f"process peak {result['process_peak_bytes'] / 2**20:7.0f} MiB",
+                f"process peak {result['process_peak_bytes'] / 2**20:7.0f} MiB  "
+                f"step tensors {result['step_tensor_peak_bytes'] / 2**20:6.0f} MiB",
                 file=sys.stderr,
             )
             results.setdefault(name, []).append(result)

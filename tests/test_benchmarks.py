@@ -117,6 +117,7 @@ def test_train_throughput_real_model_mode_runs(tmp_path, tiny_chat_model):
         assert row["rounds"] == 1 and row["tokens"] > 0
         assert row["tokens_per_s"]["low"] == row["tokens_per_s"]["median"] > 0
         assert row["process_peak_bytes"]["median"] > row["peak_growth_bytes"]["median"]
+        assert 0 < row["step_tensor_peak_bytes"]["median"] < row["process_peak_bytes"]["median"]
 
 
 def test_in_backward_trainers_need_clipping_off():

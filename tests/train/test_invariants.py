@@ -179,3 +179,53 @@ def test_a_model_the_packed_rows_do_not_suit_trains_unpacked(assets, tmp_path, m
     with caplog.at_level(logging.WARNING, logger="alphapo"):
         train(make_config(assets, tmp_path / "run", train={"max_steps": 1}))
     assert "pairs run unpacked" in caplog.text
+
+
+@pytest.mark.parametrize("reference", [{"kind": "precompute"}, {"kind": "model"}])
+def test_reference_and_displacement_passes_share_prompts_as_training_does(assets, tmp_path, monkeypatch, reference):
+    """DPO's reference table and end-of-run displacement pass pack pairs like its training steps (a third
+    fewer positions on multi-turn prompts) and give the unpacked passes' tables, metrics and weights."""
+    import json
+
+    import alphapo.train.reference as reference_module
+
+    packed = []
+    original = reference_module.share_prompts
+
+    def counting(*args, **kwargs):
+        packed.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reference_module, "share_prompts", counting)
+    if reference["kind"] == "model":
+        reference = {**reference, "path": assets["model"]}
+    runs = {}
+    for share in (True, False):
+        cfg = make_config(
+            assets,
+            tmp_path / str(share),
+            loss={"name": "dpo", "beta": 0.1},
+            reference=reference,
+            train={"max_steps": 3, "share_prompt": share},
+        )
+        packed.clear()
+        runs[share] = train(cfg)
+        # 24 pairs in batches of 4: 6 batches for the table, then 6 for the final displacement over every
+        # pair (a precomputed reference) or 3 for the probe's 12 visited pairs (a reference model)
+        expected = 6 + (6 if reference["kind"] == "precompute" else 3)
+        assert len(packed) == (expected if share else 0), share
+    assert_same(weights(runs[True].model_dir), weights(runs[False].model_dir), atol=1e-5)
+    tables = {}
+    for share, run in runs.items():
+        (cached,) = (run.output_dir / "cache").glob("logps-*.pt")
+        tables[share] = torch.load(cached, weights_only=True)["table"]
+    torch.testing.assert_close(tables[True], tables[False], rtol=0, atol=1e-5)
+    for share, run in runs.items():
+        last = json.loads((run.output_dir / "metrics.jsonl").read_text().splitlines()[-1])
+        if reference["kind"] == "precompute":
+            last.update(json.loads((run.output_dir / "displacement.json").read_text()))
+        runs[share] = last
+    assert runs[True].keys() == runs[False].keys() and "displacement/chosen" in runs[True]
+    for key, value in runs[False].items():
+        if isinstance(value, float):
+            assert runs[True][key] == pytest.approx(value, abs=1e-4), key

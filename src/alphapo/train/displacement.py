@@ -79,10 +79,13 @@ class DisplacementProbe:
         return union
 
     @torch.no_grad()
-    def measure(self, model, dataset, collator, batch_size: int, acc, logps_mode: str) -> MetricSums:
+    def measure(
+        self, model, dataset, collator, batch_size: int, acc, logps_mode: str, share_prompt: torch.dtype | None = None
+    ) -> MetricSums:
         """Sums of the displacement metrics over this process's share of the merged probe (reduce them
         across processes). Every process runs the same number of forward passes (a sharded model
-        gathers its weights in each), the last one uncounted where its share is short."""
+        gathers its weights in each), the last one uncounted where its share is short. ``share_prompt``:
+        the pairs run packed, as in training (:func:`~alphapo.train.reference.batch_logps`)."""
         union = self.merge(acc)
         order = sorted(union)
         batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
@@ -94,7 +97,7 @@ class DisplacementProbe:
         for n in range(math.ceil(len(batches) / world)):
             ids = mine[n] if n < len(mine) else batches[0]
             batch = {key: v.to(acc.device) for key, v in collator([dataset[i] for i in ids]).items()}
-            logps, _, _ = batch_logps(model, batch, logps_mode)
+            logps, _, _ = batch_logps(model, batch, logps_mode, share_prompt=share_prompt)
             if n >= len(mine):
                 continue  # a pass to keep step with the other processes
             pairs = len(ids)

@@ -225,7 +225,17 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         claim_output_dir(cfg, acc)
     if main:  # after an earlier run was moved aside: its own config.yaml went with it
         dump_config(cfg, output_dir / "config.yaml")
-    tables = prepare_tables(cfg, model, tokenizer, dataset, collator, acc, checkpoint)
+    tables = prepare_tables(
+        cfg,
+        model,
+        tokenizer,
+        dataset,
+        collator,
+        acc,
+        checkpoint,
+        share_prompt,
+        lambda other: _share_prompt(cfg, other, dataset, collator, acc.device, main),
+    )
     hparams = resolve_hparams(cfg, model, dataset, collator, acc, tables.initial, checkpoint)
     if cfg.lora is not None:
         model = add_lora(cfg, model)
@@ -392,6 +402,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
                         cfg.reference.batch_size or cfg.train.batch_size,
                         acc,
                         cfg.train.logps,
+                        share_prompt,
                     )
                 metrics.update(measured.reduce(acc))
             logged = (
@@ -429,7 +440,7 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
         if saved is None or saved.name != f"step-{state['step']:08d}":  # so that a failed final write loses nothing
             saved = _save_checkpoint(acc, output_dir, state, cfg, displacement, objective)
         if tables.initial is not None:  # every pair's displacement at the end, against the starting table
-            _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir)
+            _write_final_displacement(cfg, acc, model, dataset, collator, tables.initial, output_dir, share_prompt)
         model_dir = guarded_save(
             "the final model",
             output_dir / "model",
@@ -456,13 +467,16 @@ def _reward_setup(cfg: TrainConfig, model, dataset, main: bool) -> None:
         logger.info(f"rm: {margins} of {len(dataset)} pairs carry a margin (data.{cfg.data.margin_column})")
 
 
-def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path) -> None:
+def _write_final_displacement(cfg, acc, model, dataset, collator, initial, output_dir: Path, share_prompt) -> None:
     """``displacement.json``: the end-of-training displacement of every pair, or of a seeded sample of
-    ``diagnostics.final_displacement_pairs`` of them (the same rows on every process)."""
+    ``diagnostics.final_displacement_pairs`` of them (the same rows on every process); pairs packed
+    where training packed them."""
     batch_size = cfg.reference.batch_size or cfg.train.batch_size
     policy = acc.unwrap_model(model)
     rows = final_displacement_rows(len(dataset), cfg.diagnostics.final_displacement_pairs, cfg.train.seed)
-    final = compute_table(policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs", rows)
+    final = compute_table(
+        policy, dataset, collator, batch_size, acc, cfg.train.logps, "final log-probs", rows, share_prompt
+    )
     if acc.is_main_process:
         keep = slice(None) if rows is None else torch.tensor(rows)
         record = final_displacement(initial[keep], final[keep], completion_lengths(dataset)[keep])

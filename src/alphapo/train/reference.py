@@ -18,7 +18,7 @@ import torch
 
 from alphapo.data.collate import Collator
 from alphapo.files import write_atomically
-from alphapo.ops.model_logps import logits_sequence_logps, model_sequence_logps
+from alphapo.ops.model_logps import logits_sequence_logps, model_sequence_logps, share_prompts
 from alphapo.progress import Progress
 
 LOGPS_CACHE_VERSION = 1
@@ -29,9 +29,22 @@ def table_key(model_fp: str, data_key: str, settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def batch_logps(model, batch: dict[str, torch.Tensor], mode: str, chunk_size: int | None = None, grad_weights=None):
-    """(logps [R], n_tokens [R], mean_logits [R]) of a collated batch, fused or from full logits."""
+def batch_logps(
+    model,
+    batch: dict[str, torch.Tensor],
+    mode: str,
+    chunk_size: int | None = None,
+    grad_weights=None,
+    share_prompt: torch.dtype | None = None,
+):
+    """(logps [R], n_tokens [R], mean_logits [R]) of a collated batch, fused or from full logits.
+    ``share_prompt``: a paired batch's pairs run packed, each common prefix once
+    (:func:`~alphapo.ops.model_logps.share_prompts` with this mask dtype; fused mode only)."""
     if mode == "fused":
+        shared = None
+        if share_prompt is not None:
+            float_mask = None if share_prompt == torch.bool else share_prompt
+            shared = share_prompts(batch["input_ids"], batch["attention_mask"], float_mask_dtype=float_mask)
         return model_sequence_logps(
             model,
             batch["input_ids"],
@@ -39,6 +52,7 @@ def batch_logps(model, batch: dict[str, torch.Tensor], mode: str, chunk_size: in
             batch["labels"],
             chunk_size=chunk_size,
             grad_weights=grad_weights,
+            shared=shared,
         )
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     logps = logits_sequence_logps(logits, batch["labels"])
@@ -58,11 +72,15 @@ def compute_table(
     mode: str,
     label: str = "log-probs",
     rows: list[int] | None = None,
+    share_prompt: torch.dtype | None = None,
 ) -> torch.Tensor:
     """[N, K] log-prob sums (K = 2 for pairs: chosen, rejected; 1 otherwise), every process's share
     computed locally and summed across processes. Progress (``label``) is shown on the main process.
-    ``rows``: only these rows (the same list on every process); the others stay 0."""
+    ``rows``: only these rows (the same list on every process); the others stay 0. ``share_prompt``:
+    pairs run packed (:func:`batch_logps`; the trainer passes what it checked ``model`` takes)."""
     width = 2 if dataset.kind == "paired" else 1
+    if width == 1 or mode != "fused":
+        share_prompt = None
     table = torch.zeros(len(dataset), width, dtype=torch.float64, device=accelerator.device)
     lengths = dataset.lengths()
     order = sorted(range(len(dataset)) if rows is None else rows, key=lambda i: -lengths[i])  # less padding
@@ -77,7 +95,7 @@ def compute_table(
         for n in range(passes):
             batch_ids = mine[n] if n < len(mine) else batches[0]
             batch = {k: v.to(accelerator.device) for k, v in collator([dataset[i] for i in batch_ids]).items()}
-            logps, _, _ = batch_logps(model, batch, mode)
+            logps, _, _ = batch_logps(model, batch, mode, share_prompt=share_prompt)
             if n < len(mine):
                 table[batch["index"]] = logps.double().view(width, -1).t()
                 progress.advance()

@@ -47,7 +47,21 @@ def _soup(cfg: TrainConfig, tokenizer):
     return models[0]
 
 
-def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, checkpoint: Path | None) -> Tables:
+def prepare_tables(
+    cfg: TrainConfig,
+    policy,
+    tokenizer,
+    dataset,
+    collator,
+    acc,
+    checkpoint: Path | None,
+    share_prompt: torch.dtype | None = None,
+    share_for=None,
+) -> Tables:
+    """The reference and starting log-prob tables the run needs, from the cache or computed.
+    ``share_prompt``: the policy's pairs run packed with this mask dtype (``train.share_prompt``, as the
+    trainer checked it); ``share_for(model)``: the same decision for a reference model or soup (None:
+    they run unpacked)."""
     if cfg.task != "preference":
         return Tables()
     output_dir = Path(cfg.output_dir)
@@ -64,7 +78,7 @@ def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, 
         stored = json.loads((checkpoint / STATE_FILE).read_text())
         keys = {k: stored[k] for k in ("reference_key", "initial_key") if k in stored}
 
-    def table_for(load_model, key_name: str) -> torch.Tensor:
+    def table_for(load_model, key_name: str, share=None) -> torch.Tensor:
         """The table of the model ``load_model()`` returns, from the cache when its key is known."""
         key = keys.get(key_name)
         model = None
@@ -78,22 +92,23 @@ def prepare_tables(cfg: TrainConfig, policy, tokenizer, dataset, collator, acc, 
             label = (
                 "starting log-probs" if key_name == "initial_key" and kind != "precompute" else "reference log-probs"
             )
-            return compute_table(
-                (model or load_model()).to(acc.device), dataset, collator, batch_size, acc, cfg.train.logps, label
-            )
+            on_device = (model or load_model()).to(acc.device)
+            dtype = share(on_device) if share is not None else None
+            logps = cfg.train.logps
+            return compute_table(on_device, dataset, collator, batch_size, acc, logps, label, share_prompt=dtype)
 
         return cached_table(cache_dir, key, compute, acc)
 
     by_dataset = cfg.displacement_mode() == "dataset"
     starting = None  # the starting policy's table: the reference, the displacement baseline, or both
     if kind == "precompute" or by_dataset:
-        starting = table_for(lambda: policy, "initial_key")
+        starting = table_for(lambda: policy, "initial_key", lambda _: share_prompt)
     reference = None
     if kind == "precompute":
         reference = starting
     elif kind == "model":
-        reference = table_for(lambda: load_policy(cfg, tokenizer, path=cfg.reference.path), "reference_key")
+        reference = table_for(lambda: load_policy(cfg, tokenizer, path=cfg.reference.path), "reference_key", share_for)
     elif kind == "soup":
-        reference = table_for(lambda: _soup(cfg, tokenizer), "reference_key")
+        reference = table_for(lambda: _soup(cfg, tokenizer), "reference_key", share_for)
     gc.collect()
     return Tables(reference, starting if by_dataset else None, keys)
