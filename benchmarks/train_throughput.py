@@ -25,16 +25,17 @@ loss: AlphaPO (alpha 0.25, beta 2.5, gamma 0.25, no NLL term: TRL's ``loss_type=
 gradient clipping (``--max-grad-norm``, 1.0 by default; ``none`` turns it off for every trainer). Each runs
 in a fresh subprocess. The clock and the peak-RSS counter start when the first optimiser step ends
 (so data preparation, reference/initial log-prob passes and warm-up are excluded for both) and stop
-at the end of step ``--steps``; each trainer runs one step more, so what a run does after its last
-step is outside the window for both (alphapo's end-of-run displacement measurement, a forward pass
-over the pairs its probe holds; TRL's end of training). tokens/s counts real (non-padding) tokens
-of the examples trained on in steps 2..N, the same for both.
+at the end of step ``--steps``; then N - 1 steps are profiled for memory (below) and one more step
+runs, so what a run does after its last step is outside every measure for both (alphapo's end-of-run
+displacement measurement, a forward pass over the pairs its probe holds; TRL's end of training).
+tokens/s counts real (non-padding) tokens of the examples trained on in steps 2..N, the same for both.
 Memory: CUDA max-allocated growth, or CPU peak-RSS growth (VmHWM reset via /proc/self/clear_refs),
 and beside it the whole process's peak RSS (CPU: the larger of the peaks before and after step 1), a
 measure that moves less between runs than the growth does (the allocator's reuse of freed pages varies),
-and the step's tensor peak: the most bytes of tensors allocated during one more step (N + 1, after the
-window) that are live at once, from torch.profiler's memory events (:class:`StepTensorPeak`): what the
-step itself needs, with neither the allocator's behaviour nor what was live before the step in it.
+and the steps' tensor peak: the most bytes of tensors allocated during a step that are live at once,
+the largest over steps N + 1 .. 2N - 1 (as many as the window, after it: the profiler slows them), from
+torch.profiler's memory events (:class:`StepTensorPeak`): what a step itself needs, with neither the
+allocator's behaviour nor what was live before the step in it.
 
 Precision: fp32 for both. TRL's configs default to ``bf16=True`` (when fp16 is off), which on a CPU
 without bf16 units runs emulated bf16 at a fraction of the speed: TRL gets ``bf16=False, fp16=False``
@@ -256,48 +257,45 @@ class StepTensorPeak:
     """The most bytes of tensors allocated during one step that are live at once: torch.profiler's
     memory events (``Total Allocated`` counts what was allocated since the profiler started and is not
     freed yet), so the allocator's reuse of freed pages, which moves the RSS growth between runs, does
-    not enter it. Taken on the step after the timed window (the profiler slows the step)."""
+    not enter it. Each step is profiled on its own; taken on steps after the timed window (the
+    profiler slows a step)."""
 
     def __init__(self, device):
+        self.device_type = 1 if device.type == "cuda" else 0
+        self.profiler = None
+        self.peaks: list[int] = []
+
+    def start(self) -> None:
         import torch
 
-        self.device_type = 1 if device.type == "cuda" else 0
         self.profiler = torch.profiler.profile(
             activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True, record_shapes=False
         )
-
-    def start(self) -> None:
         self.profiler.__enter__()
 
-    def stop(self) -> int:
+    def stop(self) -> None:
         self.profiler.__exit__(None, None, None)
         with tempfile.TemporaryDirectory() as tmp:
             trace = Path(tmp) / "trace.json"
             self.profiler.export_chrome_trace(str(trace))
             events = json.loads(trace.read_text())["traceEvents"]
+        self.profiler = None
         totals = [
             e["args"]["Total Allocated"]
             for e in events
             if e.get("name") == "[memory]" and e["args"].get("Device Type") == self.device_type
         ]
-        return max(totals, default=0)
+        self.peaks.append(max(totals, default=0))
 
 
 class Meter:
-    """Starts at the end of step 1: clock and peak memory; counts tokens of steps 2..N; then the tensor
-    peak of step N + 1 (:class:`StepTensorPeak`)."""
+    """Starts at the end of step 1: clock and peak memory; counts tokens of steps 2..N; then profiles
+    as many steps again (N + 1 .. 2N - 1) for the steps' tensor peak (:class:`StepTensorPeak`)."""
 
-    def __init__(self, device):
+    def __init__(self, device, steps: int):
         self.device, self.tokens, self.start, self.mem = device, 0, None, None
+        self.steps = steps
         self.tensors = StepTensorPeak(device)
-
-    def window_done(self) -> None:
-        """At the end of step N: the window's numbers, then the profiled step begins."""
-        self.result = self.finish()
-        self.tensors.start()
-
-    def profiled_step_done(self) -> None:
-        self.result["step_tensor_peak_bytes"] = self.tensors.stop()
 
     def first_step_done(self):
         self.peak_before = process_peak_bytes(self.device)  # before PeakMemory resets the CPU's counter
@@ -314,6 +312,27 @@ class Meter:
             "peak_growth_bytes": self.mem.growth,
             "process_peak_bytes": max(self.peak_before, process_peak_bytes(self.device)),
         }
+
+    @staticmethod
+    def total_steps(steps: int) -> int:
+        """Steps a trainer runs: 1 (warm-up), 2..N timed, N-1 profiled, and one more whose end (a
+        trainer's end-of-run work: alphapo's displacement measurement) stays outside both."""
+        return 2 * steps
+
+    def step_done(self, step: int) -> None:
+        """Called at the end of every step (after counting its tokens)."""
+        if step == 1:
+            self.first_step_done()
+            return
+        if self.steps < step < 2 * self.steps:
+            self.tensors.stop()
+        if step == self.steps:
+            self.result = self.finish()
+        if self.steps <= step < 2 * self.steps - 1:
+            self.tensors.start()
+        if step == 2 * self.steps - 1:
+            self.result["step_tensor_peak_bytes"] = max(self.tensors.peaks)
+            self.result["step_tensor_peaks"] = self.tensors.peaks
 
 
 def process_peak_bytes(device) -> int:
@@ -367,7 +386,7 @@ def run_alphapo(assets, args, meter) -> None:
         assets,
         args,
         gradient_checkpointing=args.worker.endswith("+gc"),
-        max_steps=args.steps + 1,  # the run's last step ends with its diagnostics (below)
+        max_steps=Meter.total_steps(args.steps),
         output_dir=Path(args.workdir) / "alphapo-run",
         pair_schedule="two-pass" if args.worker.startswith("alphapo-2pass") else "auto",
         in_backward="-inbwd" in args.worker,
@@ -375,15 +394,10 @@ def run_alphapo(assets, args, meter) -> None:
     last = {"num_tokens": 0}
 
     def on_step(step, metrics, model):
-        if step == 1:
-            meter.first_step_done()
-        else:
+        if 1 < step <= args.steps:
             meter.tokens += metrics["num_tokens"] - last["num_tokens"]
         last["num_tokens"] = metrics["num_tokens"]
-        if step == args.steps:
-            meter.window_done()
-        elif step == args.steps + 1:
-            meter.profiled_step_done()
+        meter.step_done(step)
 
     train(cfg, on_step=on_step)
 
@@ -406,7 +420,7 @@ def run_trl(assets, args, meter) -> None:
         beta=2.5,
         simpo_gamma=0.25,
         per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps + 1,
+        max_steps=Meter.total_steps(args.steps),
         learning_rate=1e-5,
         lr_scheduler_type="constant",
         max_length=args.max_length,
@@ -424,14 +438,9 @@ def run_trl(assets, args, meter) -> None:
 
     class Callback(TrainerCallback):
         def on_step_end(self, _args, state, control, **kwargs):
-            if state.global_step == 1:
-                meter.first_step_done()
-            elif state.global_step <= args.steps:  # the real tokens of the step that just ended
+            if 1 < state.global_step <= args.steps:  # the real tokens of the step that just ended
                 meter.tokens += int(self.batch_tokens)
-            if state.global_step == args.steps:
-                meter.window_done()
-            elif state.global_step == args.steps + 1:
-                meter.profiled_step_done()
+            meter.step_done(state.global_step)
 
     callback = Callback()
     trainer = CPOTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[callback])
@@ -450,7 +459,7 @@ def worker(args) -> None:
     import torch
 
     assets = json.loads(Path(args.assets).read_text())
-    meter = Meter(torch.device("cpu"))
+    meter = Meter(torch.device("cpu"), args.steps)
     (run_trl if args.worker.startswith("trl") else run_alphapo)(assets, args, meter)
     print(json.dumps({"trainer": args.worker, **meter.result}))
 

@@ -569,7 +569,16 @@ def _plain_or_ddp(acc) -> bool:
 def _clip(acc, model, max_norm: float | None) -> float:
     if max_norm is not None:
         return float(acc.clip_grad_norm_(model.parameters(), max_norm))
-    grads = [p.grad.detach().double().norm() for p in model.parameters() if p.grad is not None]
+    # each tensor's norm in fp32 without a copy, as clipping computes it (an fp64 copy of every gradient
+    # took 0.26 s a step and 226 MiB at once on a 135M model), summed in fp64; sharded gradients
+    # (DTensor) as they reduce
+    grads = [
+        p.grad.detach().double().norm()
+        if hasattr(p.grad, "to_local")
+        else torch.linalg.vector_norm(p.grad, dtype=torch.float32).double()
+        for p in model.parameters()
+        if p.grad is not None
+    ]
     return float(torch.stack(grads).norm()) if grads else 0.0
 
 
