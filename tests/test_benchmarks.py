@@ -158,8 +158,10 @@ def hh_rows(n: int) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_profile_step_runs(tmp_path, tiny_chat_model):
-    """Every phase of a step is timed; the phases add up to the step's wall time; padding is counted."""
+@pytest.mark.parametrize("in_backward", [False, True])
+def test_profile_step_runs(tmp_path, tiny_chat_model, in_backward):
+    """Every phase of a step is timed; the phases add up to the step's wall time; padding is counted.
+    With --in-backward the optimiser runs inside the backward pass (no clip, no separate step)."""
     data = tmp_path / "hh.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(16)))
     proc = subprocess.run(
@@ -168,6 +170,7 @@ def test_profile_step_runs(tmp_path, tiny_chat_model):
             str(ROOT / "benchmarks" / "profile_step.py"),
             *["--model", str(tiny_chat_model), "--data", str(data), "--steps", "3", "--pairs", "8"],
             *["--batch-size", "2", "--max-length", "64", "--ops"],
+            *(["--in-backward"] if in_backward else []),
         ],
         capture_output=True,
         text=True,
@@ -177,8 +180,11 @@ def test_profile_step_runs(tmp_path, tiny_chat_model):
     out = _json_tail(proc.stdout)
     phases = out["phases"]
     assert set(phases) == {"data", "forward body", "head + loss", "backward", "clip", "optimizer", "other"}
-    for name in ("data", "forward body", "head + loss", "backward", "optimizer"):
+    separate = ("optimizer", "clip")
+    for name in ("data", "forward body", "head + loss", "backward", *([] if in_backward else separate)):
         assert phases[name]["seconds_per_step"] > 0, name
+    if in_backward:
+        assert all(phases[name]["seconds_per_step"] == 0 for name in separate)
     assert sum(p["share"] for p in phases.values()) == pytest.approx(1.0)
     assert 0 < out["padding_share"] < 1 and out["tokens_per_s"] > 0 and out["ops"]
 
@@ -221,3 +227,27 @@ def test_sharded_memory_benchmark_runs():
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["fsdp2"]["state_mb"] < summary["ddp"]["state_mb"] and summary["ddp"]["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_reference_pass_benchmark_runs(tmp_path, tiny_chat_model):
+    """Both ways of the reference pass on a tiny chat model: packed rows hold fewer positions and the
+    tables agree within fp32 rounding."""
+    data = tmp_path / "hh.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(8)))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "reference_pass.py"),
+            *["--model", str(tiny_chat_model), "--data", str(data), "--pairs", "6", "--batch-size", "4"],
+            *["--max-length", "64", "--rounds", "1"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    out = _json_tail(proc.stdout)
+    assert out["pairs"] == 6 and out["positions"]["shared prompts"] < out["positions"]["unpacked"]
+    assert out["max_abs_difference"] < 1e-4
+    assert all(s["median"] > 0 for s in out["seconds"].values())
