@@ -251,3 +251,21 @@ def test_reference_pass_benchmark_runs(tmp_path, tiny_chat_model):
     assert out["pairs"] == 6 and out["positions"]["shared prompts"] < out["positions"]["unpacked"]
     assert out["max_abs_difference"] < 1e-4
     assert all(s["median"] > 0 for s in out["seconds"].values())
+
+
+@pytest.mark.slow
+def test_compile_body_benchmark_runs(tiny_chat_model):
+    """The eager mode's plumbing on a tiny model (compiling needs a C++ toolchain CI need not have)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compile_body.py"),
+            *["--model", str(tiny_chat_model), "--batch", "2", "--length", "16", "--steps", "2", "--modes", "eager"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    result = _json_tail(proc.stdout)["results"]["eager"]
+    assert 0 < result["low_s"] <= result["median_s"] and result["first_s"] > 0
