@@ -14,26 +14,25 @@ def _json_tail(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{") :])
 
 
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``benchmarks/<script> args`` in a fresh interpreter; fails the test on a non-zero exit."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
+
+
 @pytest.mark.slow
 def test_fused_logps_benchmark_runs(tmp_path):
     variants = "naive,two-pass,pair,floor-8nhv,floor-6nhv"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "fused_logps.py"),
-            "--shapes",
-            "1,32,16,64",
-            "--variants",
-            variants,
-            "--reps",
-            "1",
-            "--json",
-            str(tmp_path / "out.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "fused_logps.py",
+        "--shapes",
+        "1,32,16,64",
+        "--variants",
+        variants,
+        "--reps",
+        "1",
+        "--json",
+        str(tmp_path / "out.json"),
     )
     assert "x floor" in proc.stdout
     results = {r["variant"]: r for r in _json_tail(proc.stdout)["results"]}
@@ -45,29 +44,23 @@ def test_fused_logps_benchmark_runs(tmp_path):
 
 @pytest.mark.slow
 def test_train_throughput_benchmark_runs():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "train_throughput.py"),
-            "--steps",
-            "3",
-            "--pairs",
-            "16",
-            "--batch-size",
-            "2",
-            "--hidden",
-            "64",
-            "--layers",
-            "1",
-            "--vocab",
-            "2048",
-            "--max-length",
-            "128",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        "train_throughput.py",
+        "--steps",
+        "3",
+        "--pairs",
+        "16",
+        "--batch-size",
+        "2",
+        "--hidden",
+        "64",
+        "--layers",
+        "1",
+        "--vocab",
+        "2048",
+        "--max-length",
+        "128",
         timeout=900,
-        check=True,
     )
     rows = _json_tail(proc.stdout)["results"]
     assert rows["alphapo"]["tokens_per_s"]["median"] > 0
@@ -95,18 +88,12 @@ def test_train_throughput_real_model_mode_runs(tmp_path, tiny_chat_model):
     assert hh_to_conversational(rows[-1]) is None
     data = tmp_path / "hh.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "train_throughput.py"),
-            *["--model", str(tiny_chat_model), "--data", str(data), "--trainers", "alphapo,alphapo-inbwd"],
-            *["--steps", "3", "--pairs", "8", "--batch-size", "2", "--max-length", "64", "--rounds", "1"],
-            *["--max-grad-norm", "none"],
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        "train_throughput.py",
+        *["--model", str(tiny_chat_model), "--data", str(data), "--trainers", "alphapo,alphapo-inbwd"],
+        *["--steps", "3", "--pairs", "8", "--batch-size", "2", "--max-length", "64", "--rounds", "1"],
+        *["--max-grad-norm", "none"],
         timeout=900,
-        check=True,
     )
     assert "skipped: 1 without a shared history" in proc.stderr and "max_grad_norm none" in proc.stderr
     out = _json_tail(proc.stdout)
@@ -164,18 +151,11 @@ def test_profile_step_runs(tmp_path, tiny_chat_model, in_backward):
     With --in-backward the optimiser runs inside the backward pass (no clip, no separate step)."""
     data = tmp_path / "hh.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(16)))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "profile_step.py"),
-            *["--model", str(tiny_chat_model), "--data", str(data), "--steps", "3", "--pairs", "8"],
-            *["--batch-size", "2", "--max-length", "64", "--ops"],
-            *(["--in-backward"] if in_backward else []),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "profile_step.py",
+        *["--model", str(tiny_chat_model), "--data", str(data), "--steps", "3", "--pairs", "8"],
+        *["--batch-size", "2", "--max-length", "64", "--ops"],
+        *(["--in-backward"] if in_backward else []),
     )
     out = _json_tail(proc.stdout)
     phases = out["phases"]
@@ -191,16 +171,9 @@ def test_profile_step_runs(tmp_path, tiny_chat_model, in_backward):
 
 @pytest.mark.slow
 def test_generation_throughput_runs(tiny_chat_model):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "generation_throughput.py"),
-            *["--model", str(tiny_chat_model), "--prompts", "6", "--batch-sizes", "4", "--max-new-tokens", "8"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "generation_throughput.py",
+        *["--model", str(tiny_chat_model), "--prompts", "6", "--batch-sizes", "4", "--max-new-tokens", "8"],
     )
     out = _json_tail(proc.stdout)
     assert out["compute_bound_tokens_per_s"] > 0 and out["copy_bytes_per_s"] > 0
@@ -214,16 +187,9 @@ def test_generation_throughput_runs(tiny_chat_model):
 @pytest.mark.slow
 def test_sharded_memory_benchmark_runs():
     """DDP and FSDP2 on 2 CPU processes at a toy size: each process reports its states, FSDP2 holds fewer."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "sharded_memory.py"),
-            *["--rounds", "1", "--hidden", "64", "--layers", "2", "--steps", "2"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "sharded_memory.py",
+        *["--rounds", "1", "--hidden", "64", "--layers", "2", "--steps", "2"],
     )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["fsdp2"]["state_mb"] < summary["ddp"]["state_mb"] and summary["ddp"]["peak_rss_mb"] > 0
@@ -235,17 +201,10 @@ def test_reference_pass_benchmark_runs(tmp_path, tiny_chat_model):
     tables agree within fp32 rounding."""
     data = tmp_path / "hh.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in hh_rows(8)))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "reference_pass.py"),
-            *["--model", str(tiny_chat_model), "--data", str(data), "--pairs", "6", "--batch-size", "4"],
-            *["--max-length", "64", "--rounds", "1"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "reference_pass.py",
+        *["--model", str(tiny_chat_model), "--data", str(data), "--pairs", "6", "--batch-size", "4"],
+        *["--max-length", "64", "--rounds", "1"],
     )
     out = _json_tail(proc.stdout)
     assert out["pairs"] == 6 and out["positions"]["shared prompts"] < out["positions"]["unpacked"]
@@ -256,16 +215,9 @@ def test_reference_pass_benchmark_runs(tmp_path, tiny_chat_model):
 @pytest.mark.slow
 def test_compile_body_benchmark_runs(tiny_chat_model):
     """The eager mode's plumbing on a tiny model (compiling needs a C++ toolchain CI need not have)."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "compile_body.py"),
-            *["--model", str(tiny_chat_model), "--batch", "2", "--length", "16", "--steps", "2", "--modes", "eager"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
+    proc = run_benchmark(
+        "compile_body.py",
+        *["--model", str(tiny_chat_model), "--batch", "2", "--length", "16", "--steps", "2", "--modes", "eager"],
     )
     result = _json_tail(proc.stdout)["results"]["eager"]
     assert 0 < result["low_s"] <= result["median_s"] and result["first_s"] > 0
