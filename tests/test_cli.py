@@ -37,3 +37,14 @@ def test_pair_command_takes_a_strategy(tmp_path, capsys):
     assert "2 pairs from 4 prompts" in printed and "3 over the cap" in printed
     assert [json.loads(x)["rejected"] for x in out.read_text().splitlines()] == ["z", "v"]
     assert json.loads((tmp_path / "pairs.jsonl.stats.json").read_text())["capped"] == 3
+
+
+def test_the_command_destroys_its_process_group_before_exiting(tmp_path, capsys):
+    """A launch's Gloo group left to interpreter shutdown can abort a finished process (SIGABRT), so the
+    command destroys it on the way out, after success and after an error alike."""
+    import torch.distributed as dist
+
+    for argv, code in ((["losses"], 0), (["train", str(tmp_path / "missing.yaml")], 2)):
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        assert main(argv) == code
+        assert not dist.is_initialized(), argv

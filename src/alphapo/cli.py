@@ -620,6 +620,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alphapo {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy a launch's process group before the interpreter exits. Left to interpreter shutdown,
+    Gloo's worker threads can still hold tensors when Python is torn down, and a process whose run
+    finished aborts (SIGABRT, "terminate called without an active exception"), failing the launch."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -222,7 +222,6 @@ def test_trackers_get_trl_s_train_prefix(assets, tmp_path, monkeypatch):
     logged = []
     monkeypatch.setattr(Accelerator, "init_trackers", lambda self, *a, **k: None)
     monkeypatch.setattr(Accelerator, "log", lambda self, values, step=None, **k: logged.append(values))
-    monkeypatch.setattr(Accelerator, "end_training", lambda self: None)
     monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))  # installed or not
     cfg = load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", report_to="tensorboard"))
     train(cfg)
@@ -368,3 +367,26 @@ def test_mlflow_tracks_into_the_run_without_a_file_store(assets, tmp_path, monke
     with ExitStack() as run:
         _accelerator(cfg, tmp_path / "run", run)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking:5000"  # the user's choice stands
+
+
+def test_a_run_with_trackers_leaves_the_process_group_to_its_owner(assets, tmp_path, monkeypatch):
+    """``Accelerator.end_training`` would destroy the group: a pipeline training its next run in the same
+    process would then find none. Trackers are finished, the group stays."""
+    import torch.distributed as dist
+    from accelerate import Accelerator
+
+    finished = []
+
+    class Tracker:
+        def finish(self):
+            finished.append(True)
+
+    monkeypatch.setattr(Accelerator, "init_trackers", lambda self, *a, **k: self.trackers.append(Tracker()))
+    monkeypatch.setattr(Accelerator, "log", lambda self, *a, **k: None)
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))  # installed or not
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        train(load_config(TrainConfig, trl_recipe(assets, tmp_path / "run", report_to="tensorboard")))
+        assert finished == [True] and dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

@@ -448,8 +448,8 @@ def _train(cfg: TrainConfig, on_step, cleanup: ExitStack) -> TrainResult:
             lambda: save_final_model(acc, model, tokenizer, cfg, output_dir, last_logged),
             [output_dir / ".tmp-model", output_dir / ".tmp-merged", output_dir / ".tmp-adapter"],
         )
-    if cfg.logging.report_to:
-        acc.end_training()
+    for tracker in acc.trackers:  # not ``acc.end_training()``: that also destroys the process group, which
+        tracker.finish()  # belongs to the command (a pipeline trains several runs in one process)
     return TrainResult(result_status, state["step"], output_dir, model_dir, saved, last_logged)
 
 
