@@ -612,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    inherited = _group_initialized()  # a caller's own group (main() called from a script) is left to it
     try:
         return int(args.handler(args) or 0)
     except AlphapoError as err:
@@ -621,16 +622,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alphapo {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        release_process_group()
+        if not inherited and _group_initialized():
+            release_process_group()
+
+
+def _group_initialized() -> bool:
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 def release_process_group() -> None:
-    """Destroy a launch's process group before the interpreter exits. Left to interpreter shutdown,
-    Gloo's worker threads can still hold tensors when Python is torn down, and a process whose run
-    finished aborts (SIGABRT, "terminate called without an active exception"), failing the launch."""
-    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group the command set up before the interpreter exits. Left to interpreter
+    shutdown, Gloo's worker threads can still hold tensors when Python is torn down, and a process whose
+    run finished aborts (SIGABRT, "terminate called without an active exception"), failing the launch."""
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":
