@@ -5,12 +5,9 @@
 
 Generates greedy answers to the first ``--prompts`` IFEval prompts (through the chat template, as
 ``alphapo eval --benchmark ifeval`` does) with ``alphapo.sample.generate.generate`` at each batch size,
-with each engine: ``alphapo`` (its default: continuous batching, :func:`decode_stream`: prompts join the
-batch as earlier answers end), ``alphapo-batches`` (its decoding loop in fixed batches, :func:`decode`:
-rows that ended leave the batch and the KV cache, the batch shrinks until its last row ends) and
-``generate`` (transformers' ``model.generate`` in fixed batches: finished rows are computed until the
-batch's last row ends). Counts new tokens up to and including EOS (what the answers hold). With
-``--prompts`` no larger than the batch, no prompt waits and continuous batching only regroups.
+with each engine: ``alphapo`` (its decoding loop: rows that ended leave the batch and the KV cache) and
+``generate`` (transformers' ``model.generate``: finished rows are computed until the batch's last row
+ends). Counts new tokens up to and including EOS (what the answers hold).
 
 The limits, measured in the same run:
 * **compute bound**: 2 x parameters FLOPs per new token at the fp32 GEMM rate of this machine
@@ -135,8 +132,7 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m-instruct", help="a name of alphapo models, a directory or .gguf")
     p.add_argument("--prompts", type=int, default=64, help="the first N IFEval prompts")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
-    engines = ["alphapo", "alphapo-batches", "generate"]
-    p.add_argument("--engines", nargs="+", default=engines, choices=engines)
+    p.add_argument("--engines", nargs="+", default=["alphapo", "generate"], choices=["alphapo", "generate"])
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default=None)
@@ -161,13 +157,12 @@ def main() -> None:
         f"{torch.get_num_threads()} threads",
         file=sys.stderr,
     )
-    own, stream = gen.own_decoding, gen.can_stream
+    own = gen.own_decoding
     gen.generate(model, tokenizer, prompts[:4], k=1, temperature=0.0, max_new_tokens=16, batch_size=4)  # warm-up
     rows = []
     for batch_size in args.batch_sizes:
         for engine in args.engines:
-            gen.own_decoding = own if engine.startswith("alphapo") else (lambda _model: False)
-            gen.can_stream = stream if engine == "alphapo" else (lambda _model: False)
+            gen.own_decoding = own if engine == "alphapo" else (lambda _model: False)
             counts: list[int] = []
             prompt_tokens = [len(ids) for ids in gen.prompt_token_ids(tokenizer, prompts, "auto")]
 
@@ -205,12 +200,12 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"  {engine:15} batch {batch_size:3}: {row['new_tokens_per_s']:6.0f} new tokens/s "
+                f"  {engine:8} batch {batch_size:3}: {row['new_tokens_per_s']:6.0f} new tokens/s "
                 f"({row['share_of_compute_bound']:.0%} of compute bound, memory bound {memory_bound:.0f}), "
                 f"{new} tokens in {seconds:.0f} s",
                 file=sys.stderr,
             )
-    gen.own_decoding, gen.can_stream = own, stream
+    gen.own_decoding = own
     largest = next(r for r in rows if r["batch_size"] == max(args.batch_sizes))
     context = round(sum(prompt_tokens) / len(prompt_tokens) + largest["mean_new_tokens"] / 2)
     step = decode_step_profile(model, max(args.batch_sizes), context)
@@ -223,10 +218,10 @@ def main() -> None:
         + " GFLOP/s",
         file=sys.stderr,
     )
-    print(f"{'engine':15} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'of min(compute, memory)':>24}")
+    print(f"{'engine':9} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'of min(compute, memory)':>24}")
     for r in rows:
         print(
-            f"{r['engine']:15} {r['batch_size']:5} {r['new_tokens_per_s']:10.0f} {r['share_of_compute_bound']:17.0%} "
+            f"{r['engine']:9} {r['batch_size']:5} {r['new_tokens_per_s']:10.0f} {r['share_of_compute_bound']:17.0%} "
             f"{r['share_of_min_bound']:24.0%}"
         )
     blob = json.dumps(

@@ -173,14 +173,13 @@ def test_profile_step_runs(tmp_path, tiny_chat_model, in_backward):
 def test_generation_throughput_runs(tiny_chat_model):
     proc = run_benchmark(
         "generation_throughput.py",
-        *["--model", str(tiny_chat_model), "--prompts", "9", "--batch-sizes", "4", "--max-new-tokens", "8"],
+        *["--model", str(tiny_chat_model), "--prompts", "6", "--batch-sizes", "4", "--max-new-tokens", "8"],
     )
     out = _json_tail(proc.stdout)
     assert out["compute_bound_tokens_per_s"] > 0 and out["copy_bytes_per_s"] > 0
     engines = {r["engine"]: r for r in out["results"]}
-    assert set(engines) == {"alphapo", "alphapo-batches", "generate"}
-    tokens = {r["new_tokens"] for r in engines.values()}
-    assert len(tokens) == 1 and tokens.pop() > 0  # the same greedy answers
+    assert set(engines) == {"alphapo", "generate"}
+    assert engines["alphapo"]["new_tokens"] == engines["generate"]["new_tokens"] > 0  # the same greedy answers
     step = out["decode_step"]
     assert step["rows"] == 4 and step["seconds"] > 0 and sum(step["shares"].values()) == pytest.approx(1.0)
 

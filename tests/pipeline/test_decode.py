@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from alphapo.models import TinyModelSpec, build_tiny_model
-from alphapo.sample.generate import decode, decode_stream, decode_with_generate, generate, new_token_counts, nucleus
+from alphapo.sample.generate import decode, decode_with_generate, generate, new_token_counts, nucleus
 
 PAD = 0
 
@@ -155,97 +155,3 @@ def test_preallocated_cache_layers_hold_what_concatenation_holds(model):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
     assert buffered.layers[0].keys.data_ptr() == buffered.layers[0]._key_buffer.data_ptr()  # a view, not a copy
     assert buffered.layers[0]._key_buffer.shape[-2] >= buffered.layers[0].keys.shape[-2]
-
-
-MORE = [*PROMPTS, [1, 9, 8, 7, 6, 5, 4, 3, 2], [1, 12], [1, 33, 34, 35, 36, 37, 38], [1, 44, 45]]
-
-
-def spy_regroups(monkeypatch):
-    """Every regrouping of decode_stream: (rows that stay, prompts that join, width before, width after)."""
-    import alphapo.sample.generate as gen
-
-    seen, real = [], gen._regroup
-
-    def spy(model, cache, mask, logits, running, rows, made, joining, *rest):
-        result = real(model, cache, mask, logits, running, rows, made, joining, *rest)
-        before = mask.shape[1] if mask is not None else 0
-        seen.append((int(running.sum()), len(joining), before, result[1].shape[1]))
-        return result
-
-    monkeypatch.setattr(gen, "_regroup", spy)
-    return seen
-
-
-def test_continuous_batching_gives_every_prompt_its_tokens_alone(model, monkeypatch):
-    """Prompts join a batch whose rows have ended (their keys and values left-padded into the cache,
-    columns nobody uses cut): each prompt's tokens are the ones it gets decoded alone, whatever the
-    batch size and however often the batch regroups; each ended row is reported once."""
-    free = decode(model, *left_padded(MORE), max_new_tokens=12, eos_token_id=None, pad_token_id=PAD)
-    eos = max(free.unique().tolist(), key=lambda t: len({row.tolist().index(t) for row in free if t in row}))
-    alone = [decode(model, *left_padded([p]), max_new_tokens=12, eos_token_id=eos, pad_token_id=PAD)[0] for p in MORE]
-    ends = new_token_counts(torch.stack(alone), eos)[0]
-    assert len(set(ends)) >= 4, ends  # rows end at different steps
-    for batch_size, regroup_at in ((3, 0.25), (4, 0.5), (2, 1.0), (len(MORE), 0.25)):
-        regroups = spy_regroups(monkeypatch)
-        reported: list = []
-        new = decode_stream(
-            model,
-            MORE,
-            batch_size=batch_size,
-            max_new_tokens=12,
-            eos_token_id=eos,
-            pad_token_id=PAD,
-            regroup_at=regroup_at,
-            on_rows=lambda rows, tokens, seen=reported: seen.extend(zip(rows, tokens, strict=True)),
-        )
-        for i, row in enumerate(alone):
-            assert torch.equal(new[i], row), (batch_size, regroup_at, i)
-        assert sorted(i for i, _ in reported) == list(range(len(MORE)))
-        assert all(torch.equal(tokens, new[i]) for i, tokens in reported)
-        if batch_size < len(MORE) and regroup_at < 1:  # prompts joined running rows; the cache was cut
-            assert any(stay and join for stay, join, _, _ in regroups), regroups
-            assert any(stay and after < before for stay, _, before, after in regroups), regroups
-        monkeypatch.undo()
-
-
-def test_continuous_batching_samples_reproducibly(model):
-    def draw():
-        torch.manual_seed(5)
-        return decode_stream(
-            model, MORE, batch_size=3, max_new_tokens=8, eos_token_id=7, pad_token_id=PAD, temperature=1.0, top_p=0.9
-        )
-
-    a, b = draw(), draw()
-    assert torch.equal(a, b) and len(a.unique()) > 5
-    cold = decode_stream(
-        model, MORE, batch_size=3, max_new_tokens=8, eos_token_id=7, pad_token_id=PAD, temperature=1e-4
-    )
-    greedy = decode_stream(model, MORE, batch_size=3, max_new_tokens=8, eos_token_id=7, pad_token_id=PAD)
-    assert torch.equal(cold, greedy)
-
-
-def test_generate_streams_where_the_cache_allows_and_batches_elsewhere(model, monkeypatch):
-    """A model whose cache has a layer decode_stream cannot regroup (a sliding window) decodes in
-    batches; both ways give the same greedy answers, each prompt reported once with its k completions."""
-    import alphapo.sample.generate as gen
-    from alphapo.models import train_bpe_tokenizer
-
-    tokenizer = train_bpe_tokenizer(["one two three four five six"] * 20, vocab_size=60, chat_template=None)
-    spec = TinyModelSpec(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    special = {k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    tiny = build_tiny_model(spec, vocab_size=len(tokenizer), special_tokens=special).eval()
-    assert gen.can_stream(tiny)
-    prompts = ["one two", "three", "four five six one", "two", "six five", "one one one", "four"]
-
-    def run(**kw):
-        seen = []
-        out = generate(
-            tiny, tokenizer, prompts, max_new_tokens=6, batch_size=3, on_batch=lambda i, *_: seen.extend(i), **kw
-        )
-        assert sorted(seen) == list(range(len(prompts)))
-        return out
-
-    streamed, sampled = run(temperature=0.0), run(k=3, temperature=1.0, seed=2)
-    assert [len(c) for c in sampled] == [3] * len(prompts)
-    monkeypatch.setattr(gen, "can_stream", lambda m: False)
-    assert run(temperature=0.0) == streamed

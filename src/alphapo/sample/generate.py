@@ -73,10 +73,9 @@ def generate(
     index, its ``k`` completions, their generated token counts and whether each ended with EOS (for
     writing answers as they come).
 
-    Prompts are generated longest first (similar lengths together: less padding). With
-    :func:`decode_stream` (models with a plain ``DynamicCache``) up to ``batch_size`` prompts decode at
-    once and a prompt joins as soon as earlier ones end (continuous batching); otherwise in batches
-    of ``batch_size`` that end when every row has ended (EOS) or reached ``max_new_tokens``."""
+    Prompts are generated longest first in batches of similar length (less padding); within a batch
+    a row that has ended leaves it (:func:`decode`), and the batch stops when every row has ended
+    (EOS) or reached ``max_new_tokens``."""
     if temperature == 0 and k != 1:
         raise StageError("sample: greedy decoding (temperature 0) gives one completion per prompt: set k=1")
     ids = prompt_token_ids(tokenizer, prompts, prompt_format)
@@ -84,47 +83,37 @@ def generate(
     out: list[list[str]] = [[] for _ in ids]
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
     bar = Progress(progress or "generate", len(ids), "prompts", enabled=progress is not None)
-
-    def finished(indices: list[int], new: torch.Tensor) -> None:
-        """``indices`` (into ``ids``) have all their ``k`` completions in ``new`` [len * k, N]."""
-        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        counts, ended = new_token_counts(new, eos)
-        for j, i in enumerate(indices):
-            out[i] = texts[j * k : (j + 1) * k]
-        if on_batch is not None:
-            per_prompt = [slice(j * k, (j + 1) * k) for j in range(len(indices))]
-            on_batch(
-                indices, [out[i] for i in indices], [counts[s] for s in per_prompt], [ended[s] for s in per_prompt]
-            )
-        bar.advance(len(indices), new_tokens=sum(counts))
-
-    settings = {"max_new_tokens": max_new_tokens, "eos_token_id": eos, "pad_token_id": pad}
-    settings.update(temperature=temperature, top_p=top_p)
     try:
-        if can_stream(model):
-            rows = [ids[i] for i in order for _ in range(k)]  # a prompt's k rows side by side
-            ended_rows: dict[int, torch.Tensor] = {}  # rows ended while a sibling still decodes
-
-            def on_rows(done: list[int], new: torch.Tensor) -> None:
-                ended_rows.update(zip(done, new, strict=True))
-                complete = sorted({row // k for row in done if all(r in ended_rows for r in _siblings(row, k))})
-                if complete:
-                    tokens = torch.stack([ended_rows.pop(r) for j in complete for r in range(j * k, (j + 1) * k)])
-                    finished([order[j] for j in complete], tokens)
-
-            decode_stream(model, rows, batch_size=batch_size * k, on_rows=on_rows, **settings)
-        else:
-            device = next(model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            batch = [ids[i] for i in order[start : start + batch_size]]
+            width = max(len(b) for b in batch)
+            input_ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=device)
             run = decode if own_decoding(model) else decode_with_generate
-            for start in range(0, len(order), batch_size):
-                batch = [ids[i] for i in order[start : start + batch_size]]
-                width = max(len(b) for b in batch)
-                input_ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=device)
-                mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=device)
-                new = run(model, input_ids.repeat_interleave(k, dim=0), mask.repeat_interleave(k, dim=0), **settings)
-                finished(order[start : start + batch_size], new)
+            new = run(
+                model,
+                input_ids.repeat_interleave(k, dim=0),
+                mask.repeat_interleave(k, dim=0),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=pad,
+                temperature=temperature,
+                top_p=top_p,
+            )
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            counts, ended = new_token_counts(new, tokenizer.eos_token_id)
+            indices = order[start : start + batch_size]
+            for j, i in enumerate(indices):
+                out[i] = texts[j * k : (j + 1) * k]
+            if on_batch is not None:
+                per_prompt = [slice(j * k, (j + 1) * k) for j in range(len(indices))]
+                on_batch(
+                    indices, [out[i] for i in indices], [counts[s] for s in per_prompt], [ended[s] for s in per_prompt]
+                )
+            bar.advance(len(batch), new_tokens=sum(counts))
     finally:
         torch.random.set_rng_state(generator_state)
         bar.close()
@@ -200,169 +189,6 @@ def decode(
     return out
 
 
-@torch.no_grad()
-def decode_stream(
-    model,
-    prompts: list[list[int]],
-    *,
-    batch_size: int,
-    max_new_tokens: int,
-    eos_token_id: int | None,
-    pad_token_id: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    on_rows=None,
-    regroup_at: float = 0.25,
-) -> torch.Tensor:
-    """New token ids [len(prompts), max_new_tokens] (pad after a row's EOS) for ``prompts`` (token id
-    lists, taken in their order), decoded with continuous batching: up to ``batch_size`` rows decode
-    together with one KV cache, and when rows have ended the batch is regrouped: the ended rows leave
-    and the next prompts join (their prompts are run through the model, and their keys and values
-    join the cache, left-padded to its width; columns no running row uses any more are cut from its
-    left). So the batch stays full until the prompts run out, instead of shrinking as its answers end.
-
-    A regrouping copies the cache once, so it waits until ``regroup_at`` of the batch's rows are idle
-    (ended, or empty slots while prompts wait); until then an ended row keeps decoding, its tokens
-    discarded. ``on_rows(indices, tokens)`` is called as rows end, with their indices into ``prompts``
-    and their new tokens [n, max_new_tokens]. Greedy when ``temperature == 0`` (each row's tokens are
-    those it gets decoded alone), else sampled as :func:`decode` samples. Needs a cache whose every
-    layer is transformers' ``DynamicLayer`` (:func:`can_stream`)."""
-    count = len(prompts)
-    device = next(model.parameters()).device
-    out = torch.full((count, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    if max_new_tokens == 0 or count == 0:
-        if on_rows is not None and count:
-            on_rows(list(range(count)), out)
-        return out
-    keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    cache_name = "cache" if _accepts(model, "cache") else "past_key_values"  # transformers renamed it in 5.x
-    taken = 0  # prompts[:taken] have joined
-    cache = mask = logits = None
-    rows = torch.empty(0, dtype=torch.long, device=device)  # the prompt each batch row decodes
-    made = torch.empty(0, dtype=torch.long, device=device)  # tokens each row has generated
-    running = torch.empty(0, dtype=torch.bool, device=device)
-    while True:
-        live, waiting = int(running.sum()), count - taken
-        idle = len(rows) - live + min(batch_size - len(rows), waiting)  # ended rows, slots prompts could fill
-        if live == 0 or idle >= max(1, round(regroup_at * len(rows))):
-            joining = prompts[taken : taken + min(batch_size - live, waiting)]
-            if live == 0 and not joining:
-                return out
-            cache, mask, logits, rows, made = _regroup(
-                model,
-                cache,
-                mask,
-                logits,
-                running,
-                rows,
-                made,
-                joining,
-                taken,
-                max_new_tokens,
-                pad_token_id,
-                cache_name,
-                keep_last,
-            )
-            taken += len(joining)
-            running = torch.ones(len(rows), dtype=torch.bool, device=device)
-        token = _next_token(logits, temperature, top_p)
-        now = running.nonzero().squeeze(1)
-        out[rows[now], made[now]] = token[now]
-        made[now] += 1
-        ended = running & (made == max_new_tokens)
-        if eos_token_id is not None:
-            ended |= running & (token == eos_token_id)
-        if ended.any():
-            running &= ~ended
-            if on_rows is not None:
-                done = rows[ended]
-                on_rows(done.tolist(), out[done])
-        if not running.any() and taken == count:
-            return out
-        token = token.masked_fill(~running, pad_token_id)  # ended rows decode on, unread, until regrouped
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-        logits = model(
-            input_ids=token[:, None],
-            attention_mask=mask,
-            position_ids=mask.sum(-1, keepdim=True) - 1,
-            use_cache=True,
-            **{cache_name: cache},
-        ).logits[:, -1, :]
-
-
-def _regroup(model, cache, mask, logits, running, rows, made, joining, first, max_new_tokens, pad, cache_name, keep):
-    """The batch after the ended rows left and the ``joining`` prompts (indices from ``first``) joined:
-    (cache, attention mask, next-token logits, prompt index and tokens made per row)."""
-    from transformers import DynamicCache
-
-    device = rows.device
-    stay = running.nonzero().squeeze(1)
-    new_logits, fresh, new_mask = None, None, None
-    if joining:
-        width = max(len(p) for p in joining)
-        new_ids = torch.tensor([[pad] * (width - len(p)) + p for p in joining], device=device)
-        new_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in joining], device=device)
-        fresh = DynamicCache(config=model.config)
-        new_logits = model(
-            input_ids=new_ids,
-            attention_mask=new_mask,
-            position_ids=(new_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-            **{cache_name: fresh},
-            **keep,
-        ).logits[:, -1, :]
-    old_mask = mask[stay] if mask is not None else None
-    cut = 0
-    if old_mask is not None and len(stay):
-        cut = int(old_mask.shape[1] - old_mask.sum(-1).max())  # left columns no staying row uses
-        old_mask = old_mask[:, cut:]
-    old_width = old_mask.shape[1] if old_mask is not None and len(stay) else 0
-    new_width = new_mask.shape[1] if new_mask is not None else 0
-    width = max(old_width, new_width)
-    merged = DynamicCache(config=model.config)
-    preallocate(merged, width + max_new_tokens)
-    old_layers = cache.layers if cache is not None else [None] * len(merged.layers)
-    new_layers = fresh.layers if fresh is not None else [None] * len(merged.layers)
-    for target, old, new in zip(merged.layers, old_layers, new_layers, strict=True):
-        parts = []
-        if len(stay):
-            parts.append((old.keys[stay, :, cut:, :], old.values[stay, :, cut:, :]))
-        if new is not None:
-            parts.append((new.keys, new.values))
-        k0, v0 = parts[0]
-        shape = (sum(k.shape[0] for k, _ in parts), k0.shape[1], width + max_new_tokens, k0.shape[3])
-        keys, values = k0.new_zeros(shape), v0.new_zeros((*shape[:3], v0.shape[3]))  # pads: zeros, masked out
-        at = 0
-        for k, v in parts:
-            keys[at : at + len(k), :, width - k.shape[2] : width] = k
-            values[at : at + len(v), :, width - v.shape[2] : width] = v
-            at += len(k)
-        target.adopt(keys, values, width)
-    masks = [m for m in (old_mask if len(stay) else None, new_mask) if m is not None]
-    mask = torch.cat([torch.nn.functional.pad(m, (width - m.shape[1], 0)) for m in masks])
-    logit_parts = [x for x in (logits[stay] if len(stay) else None, new_logits) if x is not None]
-    joined = torch.arange(first, first + len(joining), device=device)
-    rows = torch.cat([rows[stay], joined])
-    made = torch.cat([made[stay], torch.zeros(len(joining), dtype=torch.long, device=device)])
-    return merged, mask, torch.cat(logit_parts), rows, made
-
-
-def _siblings(row: int, k: int) -> range:
-    return range(row - row % k, row - row % k + k)
-
-
-def can_stream(model) -> bool:
-    """Whether :func:`decode_stream` serves ``model``: :func:`own_decoding`, and a cache whose every
-    layer is a plain ``DynamicLayer`` (sliding-window and other layers keep their own state)."""
-    if not own_decoding(model):
-        return False
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(DynamicCache(config=model.config), "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-
-
 def preallocate(cache, capacity: int) -> None:
     """Replace ``cache``'s plain attention layers (transformers' ``DynamicLayer``) by layers that write
     new keys and values into a buffer of ``capacity`` positions instead of concatenating them to the
@@ -409,15 +235,6 @@ def _preallocated_layer_class(base: type) -> type:
             self.keys = self._view = self._key_buffer[..., : have + new, :]
             self.values = self._value_buffer[..., : have + new, :]
             return self.keys, self.values
-
-        def adopt(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> None:
-            """Take ``key_buffer``/``value_buffer`` (their first ``length`` positions filled) as the layer's."""
-            if not self.is_initialized:
-                self.lazy_initialization(key_buffer, value_buffer)
-            self.capacity = key_buffer.shape[-2]
-            self._key_buffer, self._value_buffer = key_buffer, value_buffer
-            self.keys = self._view = key_buffer[..., :length, :]
-            self.values = value_buffer[..., :length, :]
 
     _PREALLOCATED[base] = PreallocatedLayer
     return PreallocatedLayer
