@@ -180,6 +180,10 @@ def test_generation_throughput_runs(tiny_chat_model):
     engines = {r["engine"]: r for r in out["results"]}
     assert set(engines) == {"alphapo", "generate"}
     assert engines["alphapo"]["new_tokens"] == engines["generate"]["new_tokens"] > 0  # the same greedy answers
+    row = engines["alphapo"]
+    assert row["prompt_tokens"] > 0 and row["share_of_compute_bound_with_prompts"] == pytest.approx(
+        (row["new_tokens"] + row["prompt_tokens"]) / row["seconds"] / out["compute_bound_tokens_per_s"]
+    )
     step = out["decode_step"]
     assert step["rows"] == 4 and step["seconds"] > 0 and sum(step["shares"].values()) == pytest.approx(1.0)
 
