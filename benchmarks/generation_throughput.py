@@ -226,11 +226,12 @@ def main() -> None:
         + " GFLOP/s",
         file=sys.stderr,
     )
-    print(f"{'engine':9} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'of min(compute, memory)':>24}")
+    head = f"{'engine':9} {'batch':>5} {'new tok/s':>10} {'of compute bound':>17} {'with prompts':>13}"
+    print(head + f" {'of min(compute, memory)':>24}")
     for r in rows:
         print(
             f"{r['engine']:9} {r['batch_size']:5} {r['new_tokens_per_s']:10.0f} {r['share_of_compute_bound']:17.0%} "
-            f"{r['share_of_min_bound']:24.0%}"
+            f"{r['share_of_compute_bound_with_prompts']:13.0%} {r['share_of_min_bound']:24.0%}"
         )
     blob = json.dumps(
         {
